@@ -1,0 +1,348 @@
+// keysem/async_keyed_semaphore.hpp — at most N at a time, per key, awaited the asio way.
+#ifndef KEYSEM_ASYNC_KEYED_SEMAPHORE_HPP
+#define KEYSEM_ASYNC_KEYED_SEMAPHORE_HPP
+
+#include <keysem/detail/acquire_op.hpp>
+#include <keysem/detail/key_word.hpp>
+#include <keysem/detail/semaphore_impl.hpp>
+#include <keysem/error.hpp>
+#include <keysem/hash.hpp>
+#include <keysem/permit.hpp>
+#include <keysem/semaphore_options.hpp>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/deferred.hpp>
+#include <boost/asio/error.hpp>
+#include <boost/asio/execution_context.hpp>
+#include <boost/system/error_code.hpp>
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+namespace keysem {
+namespace detail {
+
+// A key type the semaphore can look up without building a key_type: the key
+// itself, or any type the hasher and the key comparison accept transparently.
+template <class K, class Key, class Hash, class KeyEqual>
+concept lookup_key_for =
+    std::same_as<std::remove_cvref_t<K>, Key> ||
+    (requires { typename Hash::is_transparent; } &&
+     (requires { typename KeyEqual::is_transparent; } ||
+      std::same_as<KeyEqual, std::equal_to<Key>>) &&
+     std::constructible_from<Key, const K&>);
+
+// The comparison stored in the key table: std::equal_to<Key> becomes the
+// transparent std::equal_to<>, which compares the same way but also accepts
+// looked-up types such as std::string_view.
+template <class Key, class KeyEqual>
+using table_equal_t =
+    std::conditional_t<std::same_as<KeyEqual, std::equal_to<Key>>, std::equal_to<>, KeyEqual>;
+
+}  // namespace detail
+
+/// At most `permits_per_key()` permits held at a time on each key.
+///
+/// Every key has its own count and its own FIFO queue of waiting acquire
+/// operations. State for a key is created when it is first used and
+/// reclaimed as soon as it has no holders and no waiters, so memory follows
+/// the live keys, not every key ever seen.
+///
+/// Keys are spread over shards by hash. A shard's key table is guarded by a
+/// lock held only for a lookup and one atomic compare-and-swap; waiting
+/// acquires, grants, cancellations and close are serialised by the shard's
+/// strand. Taking and releasing free permits never waits for the strand.
+///
+/// Thread safety: every member function may be called concurrently from
+/// any thread, except the destructor. Permits may be released on any thread.
+///
+/// Lifetime: like every asio I/O object, the semaphore must be destroyed
+/// before its execution context. Permits may outlive both.
+///
+/// @tparam Key      the key type (copyable)
+/// @tparam Hash     hasher of keys; keysem::hash<Key> uses XXH3 for strings and integers
+/// @tparam KeyEqual key comparison
+/// @tparam Executor the I/O executor; it runs the shards' strands and any
+///                  completion handler that has no associated executor
+template <class Key, class Hash = keysem::hash<Key>, class KeyEqual = std::equal_to<Key>,
+          class Executor = boost::asio::any_io_executor>
+class async_keyed_semaphore {
+ public:
+  using key_type = Key;
+  using hasher = Hash;
+  using key_equal = KeyEqual;
+  using executor_type = Executor;
+  /// The RAII permit; see permit.hpp.
+  using permit = basic_permit<Key>;
+  /// The completion signature of acquire().
+  using acquire_signature = void(boost::system::error_code, permit);
+
+  /// Largest supported permits_per_key().
+  static constexpr std::size_t max_permits_per_key = detail::key_word::max_permits;
+
+  /// Constructs a semaphore allowing `permits_per_key` permits on each key.
+  /// Throws std::invalid_argument if permits_per_key is 0 or greater than
+  /// max_permits_per_key.
+  async_keyed_semaphore(const executor_type& ex, std::size_t permits_per_key,
+                        semaphore_options options = {}, const hasher& hash = hasher(),
+                        const key_equal& equal = key_equal())
+      : executor_(ex),
+        impl_(new impl_type(ex, checked_limit(permits_per_key), options.shards, hash,
+                            make_table_equal(equal))) {}
+
+  /// Constructs a semaphore that uses `context.get_executor()`.
+  template <class ExecutionContext>
+    requires std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&> &&
+             std::is_constructible_v<executor_type, typename ExecutionContext::executor_type>
+  async_keyed_semaphore(ExecutionContext& context, std::size_t permits_per_key,
+                        semaphore_options options = {}, const hasher& hash = hasher(),
+                        const key_equal& equal = key_equal())
+      : async_keyed_semaphore(executor_type(context.get_executor()), permits_per_key, options,
+                              hash, equal) {}
+
+  async_keyed_semaphore(const async_keyed_semaphore&) = delete;
+  async_keyed_semaphore& operator=(const async_keyed_semaphore&) = delete;
+
+  /// Completes every queued acquire with boost::asio::error::operation_aborted
+  /// (on the handlers' executors, as usual). Outstanding permits stay valid;
+  /// releasing them later is safe and frees the last of the semaphore's memory.
+  ~async_keyed_semaphore() { impl_->shut_down(); }
+
+  executor_type get_executor() const noexcept { return executor_; }
+
+  std::size_t permits_per_key() const noexcept { return impl_->limit(); }
+
+  /// Acquires one permit on `key`: see the weighted overload.
+  template <BOOST_ASIO_COMPLETION_TOKEN_FOR(acquire_signature) CompletionToken = boost::asio::deferred_t>
+    requires(!std::is_arithmetic_v<std::remove_cvref_t<CompletionToken>>)
+  auto acquire(key_type key, CompletionToken&& token = CompletionToken()) {
+    return acquire(std::move(key), 1, std::forward<CompletionToken>(token));
+  }
+
+  /// Acquires `n` permits on `key`, asynchronously.
+  ///
+  /// Completion signature: `void(boost::system::error_code ec, permit p)`.
+  /// On success `ec` is clear and `p` holds `n` permits on `key`; on error
+  /// `p` is empty. With no token, the operation is returned as a
+  /// `boost::asio::deferred` operation, so `co_await sem.acquire(key)` works
+  /// inside `boost::asio::awaitable<>` (it throws boost::system::system_error
+  /// on error).
+  ///
+  /// Order: strictly FIFO per key. A request is granted once every request
+  /// queued before it on the same key has been granted or has left, and its
+  /// `n` permits are free: a large request at the head blocks smaller ones
+  /// behind it (head-of-line). While anyone waits on a key, try_acquire on
+  /// that key fails, so waiters are never overtaken.
+  ///
+  /// Handler: never invoked from inside acquire(), even when permits are
+  /// free; always through `get_associated_executor(handler, get_executor())`.
+  /// Until it completes, the operation counts as outstanding work on that
+  /// executor. Memory comes from the handler's associated allocator and is
+  /// freed before the handler runs. If the handler is destroyed without
+  /// being invoked (its execution context was destroyed), a permit it was to
+  /// receive is released.
+  ///
+  /// Errors:
+  /// - boost::asio::error::invalid_argument: `n` is 0 or greater than
+  ///   permits_per_key(); the operation never waits.
+  /// - keysem::error::closed: close() was called before the permits were granted.
+  /// - boost::asio::error::operation_aborted: the operation was cancelled, or
+  ///   the semaphore was destroyed while it waited.
+  ///
+  /// Per-operation cancellation: `terminal`, `partial` and `total` are all
+  /// supported. A waiting acquire that is cancelled completes with
+  /// operation_aborted, leaves the queue and changes no count: it has no
+  /// side effects. Once the permits are granted the cancellation is ignored
+  /// and the handler receives them; the slot is cleared before the handler
+  /// runs. The signal may be emitted from any thread.
+  ///
+  /// The key is copied (or moved) into the operation: the caller's object may
+  /// be destroyed as soon as acquire() returns.
+  template <BOOST_ASIO_COMPLETION_TOKEN_FOR(acquire_signature) CompletionToken = boost::asio::deferred_t>
+  auto acquire(key_type key, std::size_t n, CompletionToken&& token = CompletionToken()) {
+    return boost::asio::async_initiate<CompletionToken, acquire_signature>(
+        initiate_acquire{this}, token, std::move(key), std::size_t{n});  // by value: deferred keeps it
+  }
+
+  /// Takes `n` permits on `key` now if they are free and nobody is waiting
+  /// on the key; otherwise returns std::nullopt. Never waits, never posts.
+  /// Returns std::nullopt after close().
+  /// Throws std::invalid_argument if `n` is 0 or greater than permits_per_key().
+  /// Heterogeneous: with a transparent hasher (keysem::hash<std::string> is
+  /// one) a std::string key can be tried by std::string_view or const char*.
+  template <class K>
+    requires detail::lookup_key_for<K, Key, Hash, KeyEqual>
+  std::optional<permit> try_acquire(const K& key, std::size_t n = 1) {
+    const auto count = checked_count(n);
+    if (impl_->is_stopped()) {
+      return std::nullopt;
+    }
+    const std::size_t hash = impl_->hash(key);
+    return impl_->shard_for(hash).visit_or_create(
+        key, hash, count, [count](state_type* state, bool created) -> std::optional<permit> {
+          if (created || state->try_take(count)) {
+            return detail::permit_access::adopt(*state, count);
+          }
+          return std::nullopt;
+        });
+  }
+
+  std::optional<permit> try_acquire(const key_type& key, std::size_t n = 1) {
+    return try_acquire<key_type>(key, n);
+  }
+
+  /// Completes every queued acquire with keysem::error::closed (through
+  /// their executors, never inline); later acquires complete with
+  /// keysem::error::closed and later try_acquire calls return std::nullopt.
+  /// Permits already held stay valid and release normally. Idempotent.
+  void close() { impl_->close(); }
+
+  bool is_closed() const noexcept { return impl_->is_closed(); }
+
+  /// Permits currently held on `key`, exact at the moment of the call.
+  template <class K>
+    requires detail::lookup_key_for<K, Key, Hash, KeyEqual>
+  std::size_t in_use(const K& key) const {
+    return detail::key_word::held(word_of(key));
+  }
+
+  /// permits_per_key() - in_use(key): what a try_acquire could take when
+  /// nobody waits on the key.
+  template <class K>
+    requires detail::lookup_key_for<K, Key, Hash, KeyEqual>
+  std::size_t available(const K& key) const {
+    return permits_per_key() - in_use(key);
+  }
+
+  /// Acquire operations on `key` that have not been granted yet: queued,
+  /// or cancelled and not yet taken out of the queue by the shard's strand.
+  template <class K>
+    requires detail::lookup_key_for<K, Key, Hash, KeyEqual>
+  std::size_t waiting(const K& key) const {
+    return detail::key_word::waiters(word_of(key));
+  }
+
+  /// Keys that currently have state: holders, waiters, or a pending drain.
+  std::size_t key_count() const noexcept { return impl_->key_count(); }
+
+ private:
+  using table_equal = detail::table_equal_t<Key, KeyEqual>;
+  using impl_type = detail::semaphore_impl<Key, Hash, table_equal>;
+  using state_type = detail::key_state<Key>;
+
+  struct initiate_acquire {
+    async_keyed_semaphore* self;
+
+    using executor_type = Executor;
+    executor_type get_executor() const noexcept { return self->get_executor(); }
+
+    template <class Handler>
+    void operator()(Handler&& handler, key_type key, std::size_t n) const {
+      std::decay_t<Handler> owned(std::forward<Handler>(handler));
+      self->start_acquire(owned, std::move(key), n);
+    }
+  };
+
+  template <class Handler>
+  void start_acquire(Handler& handler, key_type key, std::size_t n) {
+    if (n == 0 || n > permits_per_key()) {
+      return post_result(handler, boost::asio::error::invalid_argument, permit());
+    }
+    if (const auto ec = impl_->stop_error()) {
+      return post_result(handler, ec, permit());
+    }
+    const auto count = static_cast<std::uint32_t>(n);
+    const std::size_t hash = impl_->hash(key);
+    auto& shard = impl_->shard_for(hash);
+    struct outcome {
+      state_type* state;
+      bool granted;
+    };
+    const outcome result = shard.visit_or_create(
+        std::move(key), hash, count, [count](state_type* state, bool created) {
+          return outcome{state, created || state->take_or_register_waiter(count)};
+        });
+    if (result.granted) {
+      return post_result(handler, {}, detail::permit_access::adopt(*result.state, count));
+    }
+    wait(handler, *result.state, count, shard);
+  }
+
+  // The word counts this acquire as a waiter: queue an op on the strand.
+  template <class Handler>
+  void wait(Handler& handler, state_type& state, std::uint32_t count, detail::shard_base& shard) {
+    using op_type = detail::acquire_op<Key, Handler, Executor>;
+    op_type* op = nullptr;
+    try {
+      op = &op_type::create(handler, state, count, executor_);
+    } catch (...) {
+      state.cancel_waiter_reservation();
+      throw;
+    }
+    // Before the enqueue job: a signal emitted after initiation then always
+    // reaches the strand after the op is queued.
+    op->install_cancellation();
+    boost::asio::dispatch(shard.strand(),
+                          boost::asio::bind_allocator(op->get_allocator(), detail::enqueue_job(*op)));
+  }
+
+  // Completes without waiting; still through the handler's executor, never inline.
+  template <class Handler>
+  void post_result(Handler& handler, const boost::system::error_code& ec, permit p) {
+    auto ex = boost::asio::get_associated_executor(handler, executor_);
+    auto alloc = boost::asio::get_associated_allocator(handler);
+    boost::asio::post(ex, boost::asio::bind_allocator(
+                              alloc, [h = std::move(handler), ec, p = std::move(p)]() mutable {
+                                std::move(h)(ec, std::move(p));
+                              }));
+  }
+
+  template <class K>
+  std::uint64_t word_of(const K& key) const {
+    const std::size_t hash = impl_->hash(key);
+    return impl_->shard_for(hash).visit(
+        key, hash, [](const state_type* state) { return state ? state->word() : 0; });
+  }
+
+  static table_equal make_table_equal(const key_equal& equal) {
+    if constexpr (std::is_same_v<table_equal, key_equal>) {
+      return equal;
+    } else {
+      return table_equal();  // std::equal_to<> for std::equal_to<Key>: stateless
+    }
+  }
+
+  static std::uint32_t checked_limit(std::size_t permits) {
+    if (permits == 0 || permits > max_permits_per_key) {
+      throw std::invalid_argument(
+          "keysem::async_keyed_semaphore: permits_per_key must be between 1 and max_permits_per_key");
+    }
+    return static_cast<std::uint32_t>(permits);
+  }
+
+  std::uint32_t checked_count(std::size_t n) const {
+    if (n == 0 || n > permits_per_key()) {
+      throw std::invalid_argument(
+          "keysem::async_keyed_semaphore::try_acquire: n must be between 1 and permits_per_key()");
+    }
+    return static_cast<std::uint32_t>(n);
+  }
+
+  executor_type executor_;
+  impl_type* impl_;  // deleted by its last shard reference, see core.hpp
+};
+
+/// The common case: string keys (lookups by std::string_view work too).
+using keyed_semaphore = async_keyed_semaphore<std::string>;
+
+}  // namespace keysem
+
+#endif

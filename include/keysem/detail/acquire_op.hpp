@@ -1,0 +1,201 @@
+// An acquire that has to wait: the typed op, its cancellation handler and the
+// strand jobs that carry it.
+#ifndef KEYSEM_DETAIL_ACQUIRE_OP_HPP
+#define KEYSEM_DETAIL_ACQUIRE_OP_HPP
+
+#include <keysem/detail/key_state.hpp>
+#include <keysem/detail/shard.hpp>
+#include <keysem/detail/waiter_op.hpp>
+#include <keysem/permit.hpp>
+
+#include <boost/asio/associated_allocator.hpp>
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/bind_allocator.hpp>
+#include <boost/asio/cancellation_type.hpp>
+#include <boost/asio/error.hpp>
+#include <boost/asio/execution/outstanding_work.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/prefer.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <type_traits>
+#include <utility>
+
+namespace keysem::detail {
+
+// Carries a freshly registered op onto the strand. Destroyed without running
+// (its execution context went away), it destroys the op and gives back the
+// op's place in the key's word.
+class enqueue_job {
+ public:
+  explicit enqueue_job(waiter_op& op) noexcept : op_(&op) {}
+  enqueue_job(enqueue_job&& other) noexcept : op_(std::exchange(other.op_, nullptr)) {}
+  enqueue_job& operator=(enqueue_job&&) = delete;
+  ~enqueue_job() {
+    if (op_ != nullptr && op_->try_claim()) {
+      key_state_base& key = op_->key();
+      op_->destroy();
+      key.cancel_waiter_reservation();
+    }
+    // A cancelled op is finished by its cancel job, run or destroyed.
+  }
+
+  void operator()() {
+    waiter_op* op = std::exchange(op_, nullptr);
+    op->key().enqueue(*op);
+  }
+
+ private:
+  waiter_op* op_;
+};
+
+// Carries a cancelled op onto the strand, where it leaves the queue.
+class cancel_job {
+ public:
+  explicit cancel_job(waiter_op& op) noexcept : op_(&op) {}
+  cancel_job(cancel_job&& other) noexcept : op_(std::exchange(other.op_, nullptr)) {}
+  cancel_job& operator=(cancel_job&&) = delete;
+  ~cancel_job() {
+    if (op_ != nullptr) {
+      op_->key().finish_cancelled(*op_, false);
+    }
+  }
+
+  void operator()() {
+    waiter_op* op = std::exchange(op_, nullptr);
+    op->key().finish_cancelled(*op, true);
+  }
+
+ private:
+  waiter_op* op_;
+};
+
+template <class Key, class Handler, class IoExecutor>
+class acquire_op final : public waiter_op {
+ public:
+  using permit_type = basic_permit<Key>;
+  using allocator_type = boost::asio::associated_allocator_t<Handler>;
+
+  // Allocates the op with the handler's associated allocator; the handler
+  // moves in. Strong guarantee: on an exception the handler is untouched.
+  static acquire_op& create(Handler& handler, key_state<Key>& key, std::uint32_t count,
+                            const IoExecutor& io_executor) {
+    op_allocator alloc(boost::asio::get_associated_allocator(handler));
+    acquire_op* op = std::allocator_traits<op_allocator>::allocate(alloc, 1);
+    try {
+      return *new (op) acquire_op(handler, key, count, io_executor);
+    } catch (...) {
+      std::allocator_traits<op_allocator>::deallocate(alloc, op, 1);
+      throw;
+    }
+  }
+
+  // Connects the op to the handler's cancellation slot, if it has one.
+  void install_cancellation() {
+    if (slot_.is_connected()) {
+      slot_.template emplace<cancellation_handler>(*this);
+    }
+  }
+
+  allocator_type get_allocator() const noexcept {
+    return boost::asio::get_associated_allocator(handler_);
+  }
+
+ private:
+  using op_allocator = typename std::allocator_traits<allocator_type>::template rebind_alloc<acquire_op>;
+  using tracked_executor = std::decay_t<decltype(boost::asio::prefer(
+      std::declval<boost::asio::associated_executor_t<Handler, IoExecutor>>(),
+      boost::asio::execution::outstanding_work.tracked))>;
+
+  // Runs on whatever thread emits the signal: decides the cancel-vs-grant race
+  // with one compare-and-swap, then lets the strand take the op out.
+  class cancellation_handler {
+   public:
+    explicit cancellation_handler(acquire_op& op) noexcept : op_(&op) {}
+    void operator()(boost::asio::cancellation_type type) {
+      constexpr auto honoured = boost::asio::cancellation_type::terminal |
+                                boost::asio::cancellation_type::partial |
+                                boost::asio::cancellation_type::total;
+      if ((type & honoured) != boost::asio::cancellation_type::none && op_->try_cancel()) {
+        boost::asio::post(op_->key().shard().strand(),
+                          boost::asio::bind_allocator(op_->get_allocator(), cancel_job(*op_)));
+      }
+    }
+
+   private:
+    acquire_op* op_;
+  };
+
+  // Owns the op between the grant (or abort) and the upcall on the handler's
+  // executor. Destroyed without running, it destroys the op, which releases a
+  // granted permit.
+  class completion {
+   public:
+    explicit completion(acquire_op& op) noexcept : op_(&op) {}
+    completion(completion&& other) noexcept : op_(std::exchange(other.op_, nullptr)) {}
+    completion& operator=(completion&&) = delete;
+    ~completion() {
+      if (op_ != nullptr) {
+        free(op_);
+      }
+    }
+    void operator()() { std::exchange(op_, nullptr)->invoke(); }
+
+   private:
+    acquire_op* op_;
+  };
+
+  acquire_op(Handler& handler, key_state<Key>& key, std::uint32_t count, const IoExecutor& io_executor)
+      : waiter_op(key, count, &do_complete, &do_destroy),
+        work_(boost::asio::prefer(boost::asio::get_associated_executor(handler, io_executor),
+                                  boost::asio::execution::outstanding_work.tracked)),
+        slot_(boost::asio::get_associated_cancellation_slot(handler)),
+        handler_(std::move(handler)) {}
+
+  ~acquire_op() {
+    // The slot must not keep pointing at a dead op: clear it before the
+    // handler (which owns the signal's storage) goes.
+    if (slot_.is_connected()) {
+      slot_.clear();
+    }
+  }
+
+  static void do_complete(waiter_op* base, const boost::system::error_code& ec) {
+    auto& self = static_cast<acquire_op&>(*base);
+    self.error_ = ec;
+    if (!ec) {
+      self.permit_ = permit_access::adopt(static_cast<key_state<Key>&>(self.key()), self.count());
+    }
+    boost::asio::post(self.work_, boost::asio::bind_allocator(self.get_allocator(), completion(self)));
+  }
+
+  static void do_destroy(waiter_op* base) noexcept { free(static_cast<acquire_op*>(base)); }
+
+  // On the handler's executor. The op's memory is freed before the upcall, so
+  // the handler may start another acquire that reuses it.
+  void invoke() {
+    const boost::system::error_code ec = error_;
+    permit_type permit = std::move(permit_);
+    Handler handler(std::move(handler_));
+    free(this);
+    std::move(handler)(ec, std::move(permit));
+  }
+
+  static void free(acquire_op* op) noexcept {
+    op_allocator alloc(op->get_allocator());
+    op->~acquire_op();
+    std::allocator_traits<op_allocator>::deallocate(alloc, op, 1);
+  }
+
+  tracked_executor work_;
+  boost::asio::cancellation_slot slot_;
+  Handler handler_;
+  boost::system::error_code error_;
+  permit_type permit_;
+};
+
+}  // namespace keysem::detail
+
+#endif

@@ -1,0 +1,65 @@
+// The part of a semaphore that outlives it while permits are still held.
+#ifndef KEYSEM_DETAIL_CORE_HPP
+#define KEYSEM_DETAIL_CORE_HPP
+
+#include <boost/system/error_code.hpp>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace keysem::detail {
+
+class shard_base;
+
+// Owns the shards. The semaphore object holds the first reference; after the
+// semaphore is destroyed each shard that still has live keys (permits not
+// yet released, jobs not yet run) holds one, and the last one deletes the
+// core. In normal operation nothing here is written, so it costs the hot
+// paths nothing.
+class core_base {
+ public:
+  explicit core_base(std::uint32_t limit) noexcept : limit_(limit) {}
+  core_base(const core_base&) = delete;
+  core_base& operator=(const core_base&) = delete;
+
+  std::uint32_t limit() const noexcept { return limit_; }
+
+  bool is_stopped() const noexcept { return stop_.load(std::memory_order_acquire) != open; }
+  bool is_closed() const noexcept { return stop_.load(std::memory_order_acquire) == closed; }
+
+  // What an acquire completes with once the semaphore is closed or
+  // destroyed; a default error_code while it is open.
+  boost::system::error_code stop_error() const noexcept;
+
+  // Completes every queued acquire with keysem::error::closed.
+  void close();
+
+  // The semaphore object is going away: aborts queued acquires with
+  // operation_aborted and hands the core's lifetime over to the shards.
+  void shut_down() noexcept;
+
+  // An orphaned shard became empty.
+  void shard_released() noexcept;
+
+  std::size_t key_count() const noexcept;
+
+ protected:
+  virtual ~core_base() = default;
+  virtual std::size_t shard_count() const noexcept = 0;
+  virtual shard_base& shard_at(std::size_t index) noexcept = 0;
+  virtual const shard_base& shard_at(std::size_t index) const noexcept = 0;
+
+ private:
+  enum : int { open, closed, destroyed };
+
+  void abort_all(const boost::system::error_code& ec);
+
+  std::uint32_t limit_;
+  std::atomic<int> stop_{open};
+  std::atomic<std::size_t> references_{0};
+};
+
+}  // namespace keysem::detail
+
+#endif

@@ -1,0 +1,103 @@
+// The state of one live key: its atomic word and its queue of waiters.
+#ifndef KEYSEM_DETAIL_KEY_STATE_HPP
+#define KEYSEM_DETAIL_KEY_STATE_HPP
+
+#include <keysem/detail/key_word.hpp>
+#include <keysem/detail/waiter_op.hpp>
+
+#include <boost/system/error_code.hpp>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+
+namespace keysem::detail {
+
+class shard_base;
+
+// Who may do what (docs/design.md has the full argument):
+// - take/try_take run with the shard's lock held, so the state cannot be
+//   reclaimed under them; they are the only way the word leaves zero.
+// - release and cancel_waiter_reservation run on any thread without the lock;
+//   a change that would bring the word to zero is redone under the lock,
+//   followed by reclamation in the same critical section.
+// - The queue and everything below "strand only" run on the shard's strand.
+class key_state_base {
+ public:
+  key_state_base(shard_base& shard, std::size_t hash, std::uint64_t word) noexcept
+      : word_(word), shard_(&shard), hash_(hash) {}
+  key_state_base(const key_state_base&) = delete;
+  key_state_base& operator=(const key_state_base&) = delete;
+
+  std::size_t hash() const noexcept { return hash_; }
+  std::uint64_t word() const noexcept { return word_.load(std::memory_order_acquire); }
+  shard_base& shard() const noexcept { return *shard_; }
+
+  // Shard lock held. Takes n permits if nobody waits and they fit.
+  bool try_take(std::uint32_t n) noexcept;
+
+  // Shard lock held. Takes n permits like try_take, or else registers one
+  // waiter in the word (closing the door to barging) and returns false: the
+  // caller must then enqueue an op or call cancel_waiter_reservation().
+  bool take_or_register_waiter(std::uint32_t n) noexcept;
+
+  // Any thread. Gives back n held permits; hands them to waiters if any.
+  void release(std::uint32_t n) noexcept;
+
+  // Any thread. Undoes one take_or_register_waiter() that never got queued,
+  // or accounts for a queued op that has left the queue.
+  void cancel_waiter_reservation() noexcept { subtract(key_word::one_waiter); }
+
+  // Strand only. Queues op (already registered in the word) and grants what fits.
+  void enqueue(waiter_op& op);
+
+  // Strand only, or shutdown. Removes a cancelled op and completes it with
+  // operation_aborted (invoke) or destroys it (!invoke).
+  void finish_cancelled(waiter_op& op, bool invoke);
+
+  // Strand only, or shutdown. Completes every waiting op with ec (invoke) or
+  // destroys it (!invoke); cancelled ops are left to their cancel jobs.
+  void abort_waiters(const boost::system::error_code& ec, bool invoke);
+
+  // Strand only: the drain job scheduled by release(). drop_drain() is its
+  // destructor's path when the job is destroyed without running.
+  void run_drain();
+  void drop_drain() noexcept { subtract(key_word::drain_bit); }
+
+ private:
+  friend class shard_base;
+
+  std::uint64_t grant_waiters();
+  void subtract(std::uint64_t amount) noexcept;
+  void schedule_drain();
+  template <class Next>
+  std::pair<std::uint64_t, std::uint64_t> transition(Next next) noexcept;
+
+  std::atomic<std::uint64_t> word_;
+  shard_base* shard_;
+  std::size_t hash_;
+  // Strand only.
+  waiter_queue queue_;
+  key_state_base* next_waiting_ = nullptr;
+  key_state_base* prev_waiting_ = nullptr;
+};
+
+// The state plus the key it belongs to; a permit points straight at it, so a
+// release needs no lookup.
+template <class Key>
+class key_state final : public key_state_base {
+ public:
+  template <class K>
+  key_state(shard_base& shard, std::size_t hash, std::uint64_t word, K&& key)
+      : key_state_base(shard, hash, word), key_(std::forward<K>(key)) {}
+
+  const Key& key() const noexcept { return key_; }
+
+ private:
+  Key key_;
+};
+
+}  // namespace keysem::detail
+
+#endif

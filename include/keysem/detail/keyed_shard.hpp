@@ -1,0 +1,119 @@
+// The typed half of a shard: the table from keys to their states.
+#ifndef KEYSEM_DETAIL_KEYED_SHARD_HPP
+#define KEYSEM_DETAIL_KEYED_SHARD_HPP
+
+#include <keysem/detail/key_state.hpp>
+#include <keysem/detail/shard.hpp>
+
+#include <boost/unordered/unordered_flat_set.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <type_traits>
+#include <utility>
+
+namespace keysem::detail {
+
+// A key to look up together with its hash, computed before the lock is taken.
+template <class K>
+struct prehashed_key {
+  const K& key;
+  std::size_t hash;
+};
+
+// Hashes stored states by their cached hash, so the table never rehashes a
+// key; avalanching exactly when the user's hasher is.
+template <class Hash, bool = boost::unordered::hash_is_avalanching<Hash>::value>
+struct state_hash {
+  using is_transparent = void;
+  template <class Key>
+  std::size_t operator()(const key_state<Key>* state) const noexcept { return state->hash(); }
+  template <class K>
+  std::size_t operator()(const prehashed_key<K>& lookup) const noexcept { return lookup.hash; }
+};
+
+template <class Hash>
+struct state_hash<Hash, true> : state_hash<Hash, false> {
+  using is_avalanching = void;
+};
+
+// Compares a looked-up key with a stored state's key using the user's KeyEqual.
+template <class Key, class KeyEqual>
+struct state_equal {
+  using is_transparent = void;
+  using state = key_state<Key>;
+
+  bool operator()(const state* a, const state* b) const noexcept { return a == b; }
+  template <class K>
+  bool operator()(const prehashed_key<K>& lookup, const state* s) const {
+    return equal(lookup.key, s->key());
+  }
+  template <class K>
+  bool operator()(const state* s, const prehashed_key<K>& lookup) const {
+    return equal(lookup.key, s->key());
+  }
+
+  [[no_unique_address]] KeyEqual equal;
+};
+
+template <class Key, class Hash, class KeyEqual>
+class keyed_shard final : public shard_base {
+ public:
+  using state_type = key_state<Key>;
+
+  keyed_shard(core_base& core, boost::asio::any_io_executor strand, const KeyEqual& equal)
+      : shard_base(core, std::move(strand)), table_(0, state_hash<Hash>{}, table_equal{equal}) {}
+
+  ~keyed_shard() {
+    // Only reached once every state has been reclaimed; kept as a backstop.
+    for (state_type* state : table_) {
+      delete state;
+    }
+  }
+
+  // Calls f(state*) with the lock held; state is null when the key is not live.
+  template <class K, class F>
+  decltype(auto) visit(const K& key, std::size_t hash, F&& f) {
+    std::lock_guard guard(lock_);
+    const auto found = table_.find(prehashed_key<K>{key, hash});
+    return std::forward<F>(f)(found == table_.end() ? nullptr : *found);
+  }
+
+  // Calls f(state*, created) with the lock held, creating the state when the
+  // key is not live; a new state's word starts as initial_word.
+  template <class K, class F>
+  decltype(auto) visit_or_create(K&& key, std::size_t hash, std::uint64_t initial_word, F&& f) {
+    std::lock_guard guard(lock_);
+    const prehashed_key<std::remove_cvref_t<K>> lookup{key, hash};
+    if (const auto found = table_.find(lookup); found != table_.end()) {
+      return std::forward<F>(f)(*found, false);
+    }
+    auto* state = new state_type(*this, hash, initial_word, std::forward<K>(key));
+    try {
+      table_.insert(state);
+    } catch (...) {
+      delete state;
+      throw;
+    }
+    count_new_key_locked();
+    return std::forward<F>(f)(state, true);
+  }
+
+ private:
+  using table_equal = state_equal<Key, KeyEqual>;
+
+  void erase_locked(key_state_base& state) noexcept override {
+    table_.erase(static_cast<state_type*>(&state));
+  }
+
+  void destroy_state(key_state_base* state) noexcept override {
+    delete static_cast<state_type*>(state);
+  }
+
+  boost::unordered_flat_set<state_type*, state_hash<Hash>, table_equal> table_;
+};
+
+}  // namespace keysem::detail
+
+#endif

@@ -1,0 +1,86 @@
+// The typed core: the shard array and the choice of a key's shard.
+#ifndef KEYSEM_DETAIL_SEMAPHORE_IMPL_HPP
+#define KEYSEM_DETAIL_SEMAPHORE_IMPL_HPP
+
+#include <keysem/detail/core.hpp>
+#include <keysem/detail/keyed_shard.hpp>
+
+#include <boost/asio/strand.hpp>
+#include <boost/unordered/hash_traits.hpp>
+
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <new>
+#include <thread>
+
+namespace keysem::detail {
+
+// Default shard count: a few per hardware thread, so that keys on different
+// threads rarely meet on one shard's lock.
+inline std::size_t default_shard_count() noexcept {
+  const std::size_t threads = std::max<std::size_t>(1, std::thread::hardware_concurrency());
+  return std::bit_ceil(threads * 4);
+}
+
+template <class Key, class Hash, class KeyEqual>
+class semaphore_impl final : public core_base {
+ public:
+  using shard_type = keyed_shard<Key, Hash, KeyEqual>;
+
+  template <class Executor>
+  semaphore_impl(const Executor& ex, std::uint32_t limit, std::size_t shards, const Hash& hash,
+                 const KeyEqual& equal)
+      : core_base(limit),
+        hash_(hash),
+        count_(std::bit_ceil(shards == 0 ? default_shard_count() : shards)),
+        shards_(std::allocator<shard_type>().allocate(count_)) {
+    std::size_t built = 0;
+    try {
+      for (; built < count_; ++built) {
+        new (&shards_[built]) shard_type(*this, boost::asio::make_strand(ex), equal);
+      }
+    } catch (...) {
+      destroy_shards(built);
+      throw;
+    }
+  }
+
+  std::size_t hash(const auto& key) const { return hash_(key); }
+
+  shard_type& shard_for(std::size_t hash) noexcept { return shards_[shard_index(hash)]; }
+
+ private:
+  ~semaphore_impl() override { destroy_shards(count_); }
+
+  // The table inside a shard positions by the high bits of the hash and
+  // filters by the low byte: pick the shard from the bits in between, and mix
+  // first when the hash does not spread its input over every bit.
+  std::size_t shard_index(std::size_t hash) const noexcept {
+    if constexpr (!boost::unordered::hash_is_avalanching<Hash>::value) {
+      hash *= 0x9E3779B97F4A7C15ull;
+      hash ^= hash >> 32;
+    }
+    return (hash >> 24) & (count_ - 1);
+  }
+
+  void destroy_shards(std::size_t built) noexcept {
+    for (std::size_t i = built; i > 0; --i) {
+      shards_[i - 1].~shard_type();
+    }
+    std::allocator<shard_type>().deallocate(shards_, count_);
+  }
+
+  std::size_t shard_count() const noexcept override { return count_; }
+  shard_base& shard_at(std::size_t index) noexcept override { return shards_[index]; }
+  const shard_base& shard_at(std::size_t index) const noexcept override { return shards_[index]; }
+
+  [[no_unique_address]] Hash hash_;
+  std::size_t count_;
+  shard_type* shards_;
+};
+
+}  // namespace keysem::detail
+
+#endif

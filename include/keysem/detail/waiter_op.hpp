@@ -1,0 +1,100 @@
+// A parked acquire operation, and the per-key FIFO that holds them.
+#ifndef KEYSEM_DETAIL_WAITER_OP_HPP
+#define KEYSEM_DETAIL_WAITER_OP_HPP
+
+#include <boost/system/error_code.hpp>
+
+#include <atomic>
+#include <cstdint>
+
+namespace keysem::detail {
+
+class key_state_base;
+
+// The type-erased part of an acquire that has to wait. The typed part
+// (acquire_op.hpp) owns the handler; this part is all the strand-side code in
+// src/ needs. Whether the op is granted (or aborted) or cancelled is decided
+// by one compare-and-swap on status_, whichever thread gets there first.
+class waiter_op {
+ public:
+  enum class status : int { waiting, cancelled, claimed };
+
+  // Posts the completion to the handler's executor; ownership moves with it.
+  // A default error_code means granted: the op turns into a permit.
+  void complete(const boost::system::error_code& ec) { complete_(this, ec); }
+
+  // Destroys the handler without invoking it (shutdown paths).
+  void destroy() noexcept { destroy_(this); }
+
+  // waiting -> claimed: the caller may grant or abort the op.
+  bool try_claim() noexcept { return transition_from_waiting(status::claimed); }
+
+  // waiting -> cancelled: the caller must send the op to its cancel job.
+  bool try_cancel() noexcept { return transition_from_waiting(status::cancelled); }
+
+  bool is_cancelled() const noexcept {
+    return status_.load(std::memory_order_acquire) == status::cancelled;
+  }
+
+  key_state_base& key() const noexcept { return *key_; }
+  std::uint32_t count() const noexcept { return count_; }
+
+ protected:
+  using complete_fn = void (*)(waiter_op*, const boost::system::error_code&);
+  using destroy_fn = void (*)(waiter_op*) noexcept;
+
+  waiter_op(key_state_base& key, std::uint32_t count, complete_fn complete,
+            destroy_fn destroy) noexcept
+      : key_(&key), count_(count), complete_(complete), destroy_(destroy) {}
+  ~waiter_op() = default;
+
+ private:
+  friend class waiter_queue;
+
+  bool transition_from_waiting(status to) noexcept {
+    status expected = status::waiting;
+    return status_.compare_exchange_strong(expected, to, std::memory_order_acq_rel,
+                                           std::memory_order_acquire);
+  }
+
+  waiter_op* next_ = nullptr;
+  waiter_op* prev_ = nullptr;
+  bool linked_ = false;
+  key_state_base* key_;
+  std::uint32_t count_;
+  std::atomic<status> status_{status::waiting};
+  complete_fn complete_;
+  destroy_fn destroy_;
+};
+
+// Intrusive doubly linked FIFO; touched only on the owning shard's strand.
+class waiter_queue {
+ public:
+  bool empty() const noexcept { return head_ == nullptr; }
+  waiter_op* front() const noexcept { return head_; }
+  static waiter_op* next(const waiter_op& op) noexcept { return op.next_; }
+  static bool is_linked(const waiter_op& op) noexcept { return op.linked_; }
+
+  void push_back(waiter_op& op) noexcept {
+    op.prev_ = tail_;
+    op.next_ = nullptr;
+    (tail_ ? tail_->next_ : head_) = &op;
+    tail_ = &op;
+    op.linked_ = true;
+  }
+
+  void erase(waiter_op& op) noexcept {
+    (op.prev_ ? op.prev_->next_ : head_) = op.next_;
+    (op.next_ ? op.next_->prev_ : tail_) = op.prev_;
+    op.next_ = op.prev_ = nullptr;
+    op.linked_ = false;
+  }
+
+ private:
+  waiter_op* head_ = nullptr;
+  waiter_op* tail_ = nullptr;
+};
+
+}  // namespace keysem::detail
+
+#endif

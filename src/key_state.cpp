@@ -1,0 +1,228 @@
+// The lock-free paths of a key's word, and the strand side of its queue.
+#include <keysem/detail/key_state.hpp>
+#include <keysem/detail/shard.hpp>
+
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/error.hpp>
+
+#include <mutex>
+
+namespace keysem::detail {
+
+using namespace key_word;
+
+// Drains the queue after releases. Destroyed without running, it gives up the
+// drain bit, which is its reference to the state.
+class drain_job {
+ public:
+  explicit drain_job(key_state_base& state) noexcept : state_(&state) {}
+  drain_job(drain_job&& other) noexcept : state_(std::exchange(other.state_, nullptr)) {}
+  drain_job& operator=(drain_job&&) = delete;
+  ~drain_job() {
+    if (state_ != nullptr) {
+      state_->drop_drain();
+    }
+  }
+  void operator()() { std::exchange(state_, nullptr)->run_drain(); }
+
+ private:
+  key_state_base* state_;
+};
+
+template <class Next>
+std::pair<std::uint64_t, std::uint64_t> shard_base::transition_locked(key_state_base& state,
+                                                                      Next next) noexcept {
+  std::unique_lock guard(lock_);
+  std::uint64_t before = state.word_.load(std::memory_order_relaxed);
+  std::uint64_t after = next(before);
+  while (!state.word_.compare_exchange_weak(before, after, std::memory_order_acq_rel,
+                                            std::memory_order_relaxed)) {
+    after = next(before);
+  }
+  if (after != 0) {
+    return {before, after};
+  }
+  reclaim_locked(state);
+  const bool last = orphaned_ && refs_ == 0;
+  guard.unlock();
+  finish_reclaim(&state, last);
+  return {before, 0};
+}
+
+// Lock-free while the word stays non-zero. Reaching zero means reclaiming the
+// state, which must not race with a lookup that is about to take permits, so
+// that last step is redone under the shard's lock.
+template <class Next>
+std::pair<std::uint64_t, std::uint64_t> key_state_base::transition(Next next) noexcept {
+  std::uint64_t before = word_.load(std::memory_order_relaxed);
+  for (;;) {
+    const std::uint64_t after = next(before);
+    if (after == 0) {
+      return shard_->transition_locked(*this, next);
+    }
+    if (word_.compare_exchange_weak(before, after, std::memory_order_acq_rel,
+                                    std::memory_order_relaxed)) {
+      return {before, after};
+    }
+  }
+}
+
+bool key_state_base::try_take(std::uint32_t n) noexcept {
+  const std::uint64_t limit = shard_->limit();
+  std::uint64_t word = word_.load(std::memory_order_relaxed);
+  for (;;) {
+    if (waiters(word) != 0 || held(word) + n > limit) {
+      return false;
+    }
+    if (word_.compare_exchange_weak(word, word + n, std::memory_order_acq_rel,
+                                    std::memory_order_relaxed)) {
+      return true;
+    }
+  }
+}
+
+bool key_state_base::take_or_register_waiter(std::uint32_t n) noexcept {
+  const std::uint64_t limit = shard_->limit();
+  std::uint64_t word = word_.load(std::memory_order_relaxed);
+  for (;;) {
+    const bool fits = waiters(word) == 0 && held(word) + n <= limit;
+    const std::uint64_t next = fits ? word + n : word + one_waiter;
+    if (word_.compare_exchange_weak(word, next, std::memory_order_acq_rel,
+                                    std::memory_order_relaxed)) {
+      return fits;
+    }
+  }
+}
+
+void key_state_base::release(std::uint32_t n) noexcept {
+  const auto [before, after] = transition([n](std::uint64_t word) {
+    const std::uint64_t next = word - n;
+    return waiters(next) != 0 ? (next | drain_bit) : next;
+  });
+  if (!drain_scheduled(before) && drain_scheduled(after)) {
+    schedule_drain();
+  }
+}
+
+void key_state_base::subtract(std::uint64_t amount) noexcept {
+  transition([amount](std::uint64_t word) { return word - amount; });
+}
+
+void key_state_base::schedule_drain() {
+  // dispatch: when the releasing thread already runs the strand's context and
+  // the strand is idle, the drain runs right here and saves a queue round trip.
+  boost::asio::dispatch(shard_->strand(), drain_job(*this));
+}
+
+void key_state_base::enqueue(waiter_op& op) {
+  if (const auto ec = shard_->core().stop_error()) {
+    if (op.try_claim()) {
+      op.complete(ec);
+      cancel_waiter_reservation();
+    }
+    return;  // a cancelled op is finished by its cancel job
+  }
+  if (queue_.empty()) {
+    shard_->link_waiting(*this);
+  }
+  queue_.push_back(op);
+  grant_waiters();
+}
+
+// Grants queued ops in FIFO order while they fit; a head that does not fit
+// blocks the ops behind it, so a large weighted request is never starved by
+// small ones. Cancelled ops are skipped: their cancel jobs unlink them.
+// Returns the last word seen, for run_drain's final check.
+std::uint64_t key_state_base::grant_waiters() {
+  std::uint64_t word = word_.load(std::memory_order_acquire);
+  if (shard_->core().is_stopped()) {
+    return word;  // close/destroy completes the queue; grant nothing more
+  }
+  const std::uint64_t limit = shard_->limit();
+  for (waiter_op* op = queue_.front(); op != nullptr;) {
+    waiter_op* const next = waiter_queue::next(*op);
+    if (!op->is_cancelled()) {
+      if (held(word) + op->count() > limit) {
+        break;
+      }
+      if (op->try_claim()) {
+        queue_.erase(*op);
+        // Only this strand adds permits while waiters exist, and releases only
+        // subtract, so the permits seen free above are still free.
+        const std::uint64_t delta = std::uint64_t{op->count()} - one_waiter;
+        word = word_.fetch_add(delta, std::memory_order_acq_rel) + delta;
+        op->complete({});
+      }
+    }
+    op = next;
+  }
+  if (queue_.empty()) {
+    shard_->unlink_waiting(*this);
+  }
+  return word;
+}
+
+void key_state_base::run_drain() {
+  for (;;) {
+    std::uint64_t word = grant_waiters();
+    // The drain bit is this job's reference. Clearing it fails if a release
+    // slipped in after the scan; then scan again, or that release's permits
+    // would wait for a drain nobody scheduled.
+    const std::uint64_t cleared = word & ~drain_bit;
+    if (cleared != 0) {
+      if (word_.compare_exchange_strong(word, cleared, std::memory_order_acq_rel,
+                                        std::memory_order_relaxed)) {
+        return;
+      }
+      continue;
+    }
+    // Only the drain bit is left: the state dies with it, unless the word
+    // moved since the scan, in which case the locked step changes nothing.
+    const auto [before, after] = shard_->transition_locked(
+        *this, [word](std::uint64_t current) { return current == word ? 0 : current; });
+    if (after == 0) {
+      return;
+    }
+  }
+}
+
+void key_state_base::finish_cancelled(waiter_op& op, bool invoke) {
+  if (waiter_queue::is_linked(op)) {
+    queue_.erase(op);
+    if (queue_.empty()) {
+      shard_->unlink_waiting(*this);
+    }
+  }
+  if (invoke) {
+    grant_waiters();  // the cancelled op may have been blocking the head
+    op.complete(boost::asio::error::operation_aborted);
+  } else {
+    op.destroy();
+  }
+  cancel_waiter_reservation();
+}
+
+void key_state_base::abort_waiters(const boost::system::error_code& ec, bool invoke) {
+  std::uint64_t aborted = 0;
+  for (waiter_op* op = queue_.front(); op != nullptr;) {
+    waiter_op* const next = waiter_queue::next(*op);
+    if (op->try_claim()) {
+      queue_.erase(*op);
+      if (invoke) {
+        op->complete(ec);
+      } else {
+        op->destroy();
+      }
+      ++aborted;
+    }
+    op = next;
+  }
+  if (queue_.empty()) {
+    shard_->unlink_waiting(*this);
+  }
+  if (aborted != 0) {
+    subtract(aborted * one_waiter);
+  }
+}
+
+}  // namespace keysem::detail

@@ -1,0 +1,98 @@
+// Shard bookkeeping: reclamation, the waiting-keys list, close/destroy jobs.
+#include <keysem/detail/shard.hpp>
+
+#include <boost/asio/post.hpp>
+
+#include <mutex>
+
+namespace keysem::detail {
+
+// Completes (or, destroyed without running, destroys) every queued op of the
+// shard; holds a reference so an orphaned shard outlives it.
+struct shard_base::abort_job {
+  shard_base* shard;
+  boost::system::error_code ec;
+
+  abort_job(shard_base& s, const boost::system::error_code& e) noexcept : shard(&s), ec(e) {}
+  abort_job(abort_job&& other) noexcept : shard(std::exchange(other.shard, nullptr)), ec(other.ec) {}
+  abort_job& operator=(abort_job&&) = delete;
+  ~abort_job() {
+    if (shard != nullptr) {
+      shard->abort_waiting_keys(ec, false);
+      shard->drop_ref();
+    }
+  }
+  void operator()() {
+    shard_base* s = std::exchange(shard, nullptr);
+    s->abort_waiting_keys(ec, true);
+    s->drop_ref();
+  }
+};
+
+void shard_base::post_abort(const boost::system::error_code& ec) {
+  {
+    std::lock_guard guard(lock_);
+    ++refs_;
+  }
+  boost::asio::post(strand_, abort_job(*this, ec));
+}
+
+void shard_base::abort_waiting_keys(const boost::system::error_code& ec, bool invoke) {
+  for (key_state_base* state = waiting_keys_; state != nullptr;) {
+    key_state_base* const next = state->next_waiting_;
+    state->abort_waiters(ec, invoke);  // may reclaim state, never next
+    state = next;
+  }
+}
+
+void shard_base::link_waiting(key_state_base& state) noexcept {
+  state.prev_waiting_ = nullptr;
+  state.next_waiting_ = waiting_keys_;
+  if (waiting_keys_ != nullptr) {
+    waiting_keys_->prev_waiting_ = &state;
+  }
+  waiting_keys_ = &state;
+}
+
+void shard_base::unlink_waiting(key_state_base& state) noexcept {
+  const bool linked = state.prev_waiting_ != nullptr || waiting_keys_ == &state;
+  if (!linked) {
+    return;
+  }
+  (state.prev_waiting_ ? state.prev_waiting_->next_waiting_ : waiting_keys_) = state.next_waiting_;
+  if (state.next_waiting_ != nullptr) {
+    state.next_waiting_->prev_waiting_ = state.prev_waiting_;
+  }
+  state.next_waiting_ = state.prev_waiting_ = nullptr;
+}
+
+void shard_base::reclaim_locked(key_state_base& state) noexcept {
+  erase_locked(state);
+  --refs_;
+  keys_.store(keys_.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+}
+
+void shard_base::finish_reclaim(key_state_base* state, bool last) noexcept {
+  destroy_state(state);
+  if (last) {
+    core_->shard_released();  // may delete this shard
+  }
+}
+
+void shard_base::drop_ref() noexcept {
+  std::unique_lock guard(lock_);
+  --refs_;
+  const bool last = orphaned_ && refs_ == 0;
+  guard.unlock();
+  if (last) {
+    core_->shard_released();
+  }
+}
+
+bool shard_base::orphan() noexcept {
+  std::lock_guard guard(lock_);
+  orphaned_ = true;
+  return refs_ == 0;
+}
+
+}  // namespace keysem::detail
