@@ -1,5 +1,6 @@
 // Close, destruction and the lifetime of a semaphore's shards.
 #include <keysem/detail/core.hpp>
+#include <keysem/detail/semaphore_service.hpp>
 #include <keysem/detail/shard.hpp>
 #include <keysem/error.hpp>
 
@@ -35,9 +36,9 @@ void core_base::shut_down() noexcept {
   stop_.store(destroyed, std::memory_order_release);
   abort_all(boost::asio::error::operation_aborted);
   // From here on the core lives while any shard has live keys or pending
-  // abort jobs: one reference per shard, plus this call's own.
+  // abort jobs: one reference per shard, besides the semaphore's own.
   const std::size_t count = shard_count();
-  references_.store(count + 1, std::memory_order_release);
+  references_.fetch_add(count, std::memory_order_acq_rel);
   for (std::size_t i = 0; i < count; ++i) {
     if (shard_at(i).orphan()) {
       shard_released();
@@ -48,7 +49,21 @@ void core_base::shut_down() noexcept {
 
 void core_base::shard_released() noexcept {
   if (references_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    if (service_ != nullptr) {
+      service_->remove(*this);
+    }
     delete this;
+  }
+}
+
+void core_base::attach(boost::asio::execution_context& context) {
+  service_ = &boost::asio::use_service<semaphore_service>(context);
+  service_->add(*this);
+}
+
+void core_base::detach() noexcept {
+  for (std::size_t i = 0; i < shard_count(); ++i) {
+    shard_at(i).detach();
   }
 }
 

@@ -109,6 +109,10 @@ void key_state_base::subtract(std::uint64_t amount) noexcept {
 }
 
 void key_state_base::schedule_drain() {
+  if (shard_->is_detached()) {
+    drop_drain();  // the context is gone, and with it every waiter
+    return;
+  }
   // dispatch: when the releasing thread already runs the strand's context and
   // the strand is idle, the drain runs right here and saves a queue round trip.
   boost::asio::dispatch(shard_->strand(), drain_job(*this));

@@ -1,6 +1,7 @@
 // Shard bookkeeping: reclamation, the waiting-keys list, close/destroy jobs.
 #include <keysem/detail/shard.hpp>
 
+#include <boost/asio/error.hpp>
 #include <boost/asio/post.hpp>
 
 #include <mutex>
@@ -30,6 +31,9 @@ struct shard_base::abort_job {
 };
 
 void shard_base::post_abort(const boost::system::error_code& ec) {
+  if (is_detached()) {
+    return;  // nothing can be queued any more
+  }
   {
     std::lock_guard guard(lock_);
     ++refs_;
@@ -87,6 +91,11 @@ void shard_base::drop_ref() noexcept {
   if (last) {
     core_->shard_released();
   }
+}
+
+void shard_base::detach() noexcept {
+  abort_waiting_keys(boost::asio::error::operation_aborted, false);
+  strand_ = boost::asio::any_io_executor();
 }
 
 bool shard_base::orphan() noexcept {

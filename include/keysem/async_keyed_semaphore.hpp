@@ -64,8 +64,11 @@ using table_equal_t =
 /// Thread safety: every member function may be called concurrently from
 /// any thread, except the destructor. Permits may be released on any thread.
 ///
-/// Lifetime: like every asio I/O object, the semaphore must be destroyed
-/// before its execution context. Permits may outlive both.
+/// Lifetime: permits may outlive the semaphore and its execution context.
+/// When the execution context shuts down, queued acquires are destroyed
+/// without being invoked (as asio does with every pending handler); a
+/// semaphore that outlives its context completes later acquires with
+/// operation_aborted on their own executors.
 ///
 /// @tparam Key      the key type (copyable)
 /// @tparam Hash     hasher of keys; keysem::hash<Key> uses XXH3 for strings and integers
@@ -262,6 +265,9 @@ class async_keyed_semaphore {
     const auto count = static_cast<std::uint32_t>(n);
     const std::size_t hash = impl_->hash(key);
     auto& shard = impl_->shard_for(hash);
+    if (shard.is_detached()) {
+      return post_result(handler, boost::asio::error::operation_aborted, permit());
+    }
     struct outcome {
       state_type* state;
       bool granted;

@@ -2,6 +2,7 @@
 #ifndef KEYSEM_DETAIL_CORE_HPP
 #define KEYSEM_DETAIL_CORE_HPP
 
+#include <boost/asio/execution_context.hpp>
 #include <boost/system/error_code.hpp>
 
 #include <atomic>
@@ -11,12 +12,14 @@
 namespace keysem::detail {
 
 class shard_base;
+class semaphore_service;
 
 // Owns the shards. The semaphore object holds the first reference; after the
 // semaphore is destroyed each shard that still has live keys (permits not
 // yet released, jobs not yet run) holds one, and the last one deletes the
 // core. In normal operation nothing here is written, so it costs the hot
-// paths nothing.
+// paths nothing. The execution context's semaphore_service knows every live
+// core, to detach it when the context shuts down.
 class core_base {
  public:
   explicit core_base(std::uint32_t limit) noexcept : limit_(limit) {}
@@ -39,8 +42,12 @@ class core_base {
   // operation_aborted and hands the core's lifetime over to the shards.
   void shut_down() noexcept;
 
-  // An orphaned shard became empty.
+  // Drops one reference (an orphaned shard became empty, a pin ended).
   void shard_released() noexcept;
+
+  // Called by the context's service at shutdown: destroys queued operations
+  // without invoking them and lets go of the strands.
+  void detach() noexcept;
 
   std::size_t key_count() const noexcept;
 
@@ -50,14 +57,22 @@ class core_base {
   virtual shard_base& shard_at(std::size_t index) noexcept = 0;
   virtual const shard_base& shard_at(std::size_t index) const noexcept = 0;
 
+  // Registers with the context's service; called once the shards exist.
+  void attach(boost::asio::execution_context& context);
+
  private:
+  friend class semaphore_service;
+
   enum : int { open, closed, destroyed };
 
   void abort_all(const boost::system::error_code& ec);
 
   std::uint32_t limit_;
   std::atomic<int> stop_{open};
-  std::atomic<std::size_t> references_{0};
+  std::atomic<std::size_t> references_{1};  // the semaphore's own
+  semaphore_service* service_ = nullptr;
+  core_base* next_ = nullptr;  // the service's list, guarded by its lock
+  core_base* prev_ = nullptr;
 };
 
 }  // namespace keysem::detail

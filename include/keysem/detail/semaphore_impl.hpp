@@ -5,6 +5,8 @@
 #include <keysem/detail/core.hpp>
 #include <keysem/detail/keyed_shard.hpp>
 
+#include <boost/asio/execution/context.hpp>
+#include <boost/asio/query.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/unordered/hash_traits.hpp>
 
@@ -41,6 +43,9 @@ class semaphore_impl final : public core_base {
       for (; built < count_; ++built) {
         new (&shards_[built]) shard_type(*this, boost::asio::make_strand(ex), equal);
       }
+      // After the strands: the service must shut down before the strand
+      // service does, and asio shuts services down newest first.
+      attach(boost::asio::query(ex, boost::asio::execution::context));
     } catch (...) {
       destroy_shards(built);
       throw;

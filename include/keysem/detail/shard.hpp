@@ -51,6 +51,11 @@ class alignas(64) shard_base {
   // otherwise the last reclamation calls core().shard_released().
   bool orphan() noexcept;
 
+  // The execution context is shutting down: destroys queued ops without
+  // invoking them and drops the strand. Nothing runs concurrently then.
+  void detach() noexcept;
+  bool is_detached() const noexcept { return !strand_; }
+
  protected:
   ~shard_base() = default;
 
