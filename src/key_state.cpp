@@ -130,13 +130,20 @@ void key_state_base::enqueue(waiter_op& op) {
     shard_->link_waiting(*this);
   }
   queue_.push_back(op);
+  // Granting op hands over its reference to the state, and its handler may
+  // release the permit on another thread at once: pin the state until the
+  // strand is done with it.
+  word_.fetch_add(strand_pin_bit, std::memory_order_relaxed);
   grant_waiters();
+  subtract(strand_pin_bit);
 }
 
 // Grants queued ops in FIFO order while they fit; a head that does not fit
 // blocks the ops behind it, so a large weighted request is never starved by
 // small ones. Cancelled ops are skipped: their cancel jobs unlink them.
-// Returns the last word seen, for run_drain's final check.
+// Returns the last word seen, for run_drain's final check. The caller must
+// hold a reference of its own (drain bit, strand pin, a cancelled op's
+// registration): each grant gives the op's reference away with the permit.
 std::uint64_t key_state_base::grant_waiters() {
   std::uint64_t word = word_.load(std::memory_order_acquire);
   if (shard_->core().is_stopped()) {
