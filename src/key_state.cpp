@@ -126,9 +126,6 @@ void key_state_base::enqueue(waiter_op& op) {
     }
     return;  // a cancelled op is finished by its cancel job
   }
-  if (queue_.empty()) {
-    shard_->link_waiting(*this);
-  }
   queue_.push_back(op);
   // Granting op hands over its reference to the state, and its handler may
   // release the permit on another thread at once: pin the state until the
@@ -167,9 +164,6 @@ std::uint64_t key_state_base::grant_waiters() {
     }
     op = next;
   }
-  if (queue_.empty()) {
-    shard_->unlink_waiting(*this);
-  }
   return word;
 }
 
@@ -200,9 +194,6 @@ void key_state_base::run_drain() {
 void key_state_base::finish_cancelled(waiter_op& op, bool invoke) {
   if (waiter_queue::is_linked(op)) {
     queue_.erase(op);
-    if (queue_.empty()) {
-      shard_->unlink_waiting(*this);
-    }
   }
   if (invoke) {
     grant_waiters();  // the cancelled op may have been blocking the head
@@ -227,9 +218,6 @@ void key_state_base::abort_waiters(const boost::system::error_code& ec, bool inv
       ++aborted;
     }
     op = next;
-  }
-  if (queue_.empty()) {
-    shard_->unlink_waiting(*this);
   }
   if (aborted != 0) {
     subtract(aborted * one_waiter);

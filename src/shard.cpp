@@ -41,33 +41,19 @@ void shard_base::post_abort(const boost::system::error_code& ec) {
   boost::asio::post(strand_, abort_job(*this, ec));
 }
 
+// Close and destroy are rare, so instead of keeping a list of keys with
+// waiters (two more pointers in every key's state) they scan the table.
 void shard_base::abort_waiting_keys(const boost::system::error_code& ec, bool invoke) {
-  for (key_state_base* state = waiting_keys_; state != nullptr;) {
-    key_state_base* const next = state->next_waiting_;
-    state->abort_waiters(ec, invoke);  // may reclaim state, never next
-    state = next;
+  std::vector<key_state_base*> waiting;
+  {
+    std::lock_guard guard(lock_);
+    collect_waiting_locked(waiting);
   }
-}
-
-void shard_base::link_waiting(key_state_base& state) noexcept {
-  state.prev_waiting_ = nullptr;
-  state.next_waiting_ = waiting_keys_;
-  if (waiting_keys_ != nullptr) {
-    waiting_keys_->prev_waiting_ = &state;
+  // Each has queued ops, hence waiters in its word: none can be reclaimed
+  // before its own turn here.
+  for (key_state_base* state : waiting) {
+    state->abort_waiters(ec, invoke);
   }
-  waiting_keys_ = &state;
-}
-
-void shard_base::unlink_waiting(key_state_base& state) noexcept {
-  const bool linked = state.prev_waiting_ != nullptr || waiting_keys_ == &state;
-  if (!linked) {
-    return;
-  }
-  (state.prev_waiting_ ? state.prev_waiting_->next_waiting_ : waiting_keys_) = state.next_waiting_;
-  if (state.next_waiting_ != nullptr) {
-    state.next_waiting_->prev_waiting_ = state.prev_waiting_;
-  }
-  state.next_waiting_ = state.prev_waiting_ = nullptr;
 }
 
 void shard_base::reclaim_locked(key_state_base& state) noexcept {

@@ -23,14 +23,15 @@ class shard_base;
 //   a change that would bring the word to zero is redone under the lock,
 //   followed by reclamation in the same critical section.
 // - The queue and everything below "strand only" run on the shard's strand.
-class key_state_base {
+//
+// Aligned to a cache line: two keys used by two threads must not share one
+// (and with a std::string key the whole state is exactly one line).
+class alignas(64) key_state_base {
  public:
-  key_state_base(shard_base& shard, std::size_t hash, std::uint64_t word) noexcept
-      : word_(word), shard_(&shard), hash_(hash) {}
+  key_state_base(shard_base& shard, std::uint64_t word) noexcept : word_(word), shard_(&shard) {}
   key_state_base(const key_state_base&) = delete;
   key_state_base& operator=(const key_state_base&) = delete;
 
-  std::size_t hash() const noexcept { return hash_; }
   std::uint64_t word() const noexcept { return word_.load(std::memory_order_acquire); }
   shard_base& shard() const noexcept { return *shard_; }
 
@@ -60,6 +61,9 @@ class key_state_base {
   // destroys it (!invoke); cancelled ops are left to their cancel jobs.
   void abort_waiters(const boost::system::error_code& ec, bool invoke);
 
+  // Strand only (or shutdown): whether ops are queued, for close/destroy.
+  bool has_queued_ops() const noexcept { return !queue_.empty(); }
+
   // Strand only: the drain job scheduled by release(). drop_drain() is its
   // destructor's path when the job is destroyed without running.
   void run_drain();
@@ -76,11 +80,7 @@ class key_state_base {
 
   std::atomic<std::uint64_t> word_;
   shard_base* shard_;
-  std::size_t hash_;
-  // Strand only.
-  waiter_queue queue_;
-  key_state_base* next_waiting_ = nullptr;
-  key_state_base* prev_waiting_ = nullptr;
+  waiter_queue queue_;  // strand only
 };
 
 // The state plus the key it belongs to; a permit points straight at it, so a
@@ -89,8 +89,8 @@ template <class Key>
 class key_state final : public key_state_base {
  public:
   template <class K>
-  key_state(shard_base& shard, std::size_t hash, std::uint64_t word, K&& key)
-      : key_state_base(shard, hash, word), key_(std::forward<K>(key)) {}
+  key_state(shard_base& shard, std::uint64_t word, K&& key)
+      : key_state_base(shard, word), key_(std::forward<K>(key)) {}
 
   const Key& key() const noexcept { return key_; }
 

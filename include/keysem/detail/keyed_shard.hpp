@@ -12,6 +12,7 @@
 #include <mutex>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace keysem::detail {
 
@@ -22,19 +23,21 @@ struct prehashed_key {
   std::size_t hash;
 };
 
-// Hashes stored states by their cached hash, so the table never rehashes a
-// key; avalanching exactly when the user's hasher is.
-template <class Hash, bool = boost::unordered::hash_is_avalanching<Hash>::value>
+// Hashes a stored state by its key (only when the table grows or erases) and
+// a lookup by the hash computed outside the lock; avalanching exactly when
+// the user's hasher is.
+template <class Key, class Hash, bool = boost::unordered::hash_is_avalanching<Hash>::value>
 struct state_hash {
   using is_transparent = void;
-  template <class Key>
-  std::size_t operator()(const key_state<Key>* state) const noexcept { return state->hash(); }
+  std::size_t operator()(const key_state<Key>* state) const { return hash(state->key()); }
   template <class K>
   std::size_t operator()(const prehashed_key<K>& lookup) const noexcept { return lookup.hash; }
+
+  [[no_unique_address]] Hash hash;
 };
 
-template <class Hash>
-struct state_hash<Hash, true> : state_hash<Hash, false> {
+template <class Key, class Hash>
+struct state_hash<Key, Hash, true> : state_hash<Key, Hash, false> {
   using is_avalanching = void;
 };
 
@@ -62,8 +65,10 @@ class keyed_shard final : public shard_base {
  public:
   using state_type = key_state<Key>;
 
-  keyed_shard(core_base& core, boost::asio::any_io_executor strand, const KeyEqual& equal)
-      : shard_base(core, std::move(strand)), table_(0, state_hash<Hash>{}, table_equal{equal}) {}
+  keyed_shard(core_base& core, boost::asio::any_io_executor strand, const Hash& hash,
+              const KeyEqual& equal)
+      : shard_base(core, std::move(strand)),
+        table_(0, table_hash{hash}, table_equal{equal}) {}
 
   ~keyed_shard() {
     // Only reached once every state has been reclaimed; kept as a backstop.
@@ -89,7 +94,7 @@ class keyed_shard final : public shard_base {
     if (const auto found = table_.find(lookup); found != table_.end()) {
       return std::forward<F>(f)(*found, false);
     }
-    auto* state = new state_type(*this, hash, initial_word, std::forward<K>(key));
+    auto* state = new state_type(*this, initial_word, std::forward<K>(key));
     try {
       table_.insert(state);
     } catch (...) {
@@ -101,7 +106,16 @@ class keyed_shard final : public shard_base {
   }
 
  private:
+  using table_hash = state_hash<Key, Hash>;
   using table_equal = state_equal<Key, KeyEqual>;
+
+  void collect_waiting_locked(std::vector<key_state_base*>& out) const override {
+    for (state_type* state : table_) {
+      if (state->has_queued_ops()) {
+        out.push_back(state);
+      }
+    }
+  }
 
   void erase_locked(key_state_base& state) noexcept override {
     table_.erase(static_cast<state_type*>(&state));
@@ -111,7 +125,7 @@ class keyed_shard final : public shard_base {
     delete static_cast<state_type*>(state);
   }
 
-  boost::unordered_flat_set<state_type*, state_hash<Hash>, table_equal> table_;
+  boost::unordered_flat_set<state_type*, table_hash, table_equal> table_;
 };
 
 }  // namespace keysem::detail

@@ -41,7 +41,7 @@ class semaphore_impl final : public core_base {
     std::size_t built = 0;
     try {
       for (; built < count_; ++built) {
-        new (&shards_[built]) shard_type(*this, boost::asio::make_strand(ex), equal);
+        new (&shards_[built]) shard_type(*this, boost::asio::make_strand(ex), hash, equal);
       }
       // After the strands: the service must shut down before the strand
       // service does, and asio shuts services down newest first.

@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <utility>
+#include <vector>
 
 namespace keysem::detail {
 
@@ -21,7 +22,7 @@ namespace keysem::detail {
 // lock_ guards the key table (in the typed shard), refs_ and orphaned_: it is
 // held for a lookup and one compare-and-swap, or for reclaiming a state whose
 // word just became zero. The strand serialises waiter queues, grants,
-// cancellations and close/destroy; waiting_keys_ is strand-only.
+// cancellations and close/destroy.
 class alignas(64) shard_base {
  public:
   shard_base(core_base& core, boost::asio::any_io_executor strand) noexcept
@@ -39,10 +40,6 @@ class alignas(64) shard_base {
   // caller must not touch `state` when `after` is zero.
   template <class Next>
   std::pair<std::uint64_t, std::uint64_t> transition_locked(key_state_base& state, Next next) noexcept;
-
-  // Strand only: the list of keys that have queued ops, for close/destroy.
-  void link_waiting(key_state_base& state) noexcept;
-  void unlink_waiting(key_state_base& state) noexcept;
 
   // Posts a job that completes every queued op with ec.
   void post_abort(const boost::system::error_code& ec);
@@ -73,6 +70,8 @@ class alignas(64) shard_base {
   // Removes the state from the table (lock held) / frees it (lock released).
   virtual void erase_locked(key_state_base& state) noexcept = 0;
   virtual void destroy_state(key_state_base* state) noexcept = 0;
+  // Appends the states that have queued ops (lock held, on the strand).
+  virtual void collect_waiting_locked(std::vector<key_state_base*>& out) const = 0;
 
   void reclaim_locked(key_state_base& state) noexcept;
   void finish_reclaim(key_state_base* state, bool last) noexcept;
@@ -85,7 +84,6 @@ class alignas(64) shard_base {
   std::atomic<std::size_t> keys_{0};
   core_base* core_;
   boost::asio::any_io_executor strand_;
-  key_state_base* waiting_keys_ = nullptr;
 };
 
 }  // namespace keysem::detail
