@@ -1,0 +1,234 @@
+// What every benchmark program shares: the three implementations under test,
+// the allocation counter, keys, statistics and the program's main().
+//
+// Include this header from exactly one .cpp per program (each benchmarks/*.cpp
+// is its own program): it defines the global operator new and main().
+#ifndef KEYSEM_BENCHMARKS_COMMON_HARNESS_HPP
+#define KEYSEM_BENCHMARKS_COMMON_HARNESS_HPP
+
+#include "baselines/channel_semaphore.hpp"
+#include "baselines/mutex_keyed_semaphore.hpp"
+
+#include <keysem/keysem.hpp>
+
+#include <benchmark/benchmark.h>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <new>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace bench {
+
+namespace asio = boost::asio;
+
+// ---------------------------------------------------------------------------
+// The implementations under test. Every workload runs all three in one run.
+// ---------------------------------------------------------------------------
+using keysem_sem = keysem::keyed_semaphore;
+using mutex_sem = baselines::mutex_keyed_semaphore<std::string>;
+using channel_sem = baselines::channel_semaphore<std::string>;
+
+template <class Sem>
+constexpr const char* impl_name() {
+  if constexpr (std::is_same_v<Sem, keysem_sem>) {
+    return "keysem";
+  } else if constexpr (std::is_same_v<Sem, mutex_sem>) {
+    return "mutex";
+  } else {
+    return "channel";
+  }
+}
+
+// Calls f.template operator()<Sem>() for each implementation.
+template <class F>
+void for_each_impl(F&& f) {
+  f.template operator()<keysem_sem>();
+  f.template operator()<mutex_sem>();
+  f.template operator()<channel_sem>();
+}
+
+// ---------------------------------------------------------------------------
+// Allocation counting: the global operator new of the program counts, per
+// thread (no atomics on the measured path), every allocation it serves.
+// ---------------------------------------------------------------------------
+inline thread_local std::uint64_t thread_allocations = 0;
+
+inline std::uint64_t allocations() noexcept { return thread_allocations; }
+
+// ---------------------------------------------------------------------------
+// Run configuration
+// ---------------------------------------------------------------------------
+struct config {
+  // The ctest smoke run passes a tiny --benchmark_min_time; fixed-size
+  // workloads then shrink too, so that the smoke test stays fast.
+  bool smoke = false;
+};
+
+inline config& settings() {
+  static config c;
+  return c;
+}
+
+// Keys as servers see them: short tenant ids, within std::string's
+// small-buffer (15 chars), so that a key costs no heap storage of its own.
+inline std::string key_for(std::size_t i) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "tenant-%07zu", i);
+  return buf;
+}
+
+// ---------------------------------------------------------------------------
+// Reporting. Every benchmark reports
+//   ns_per_op      seconds per operation (shown with an SI prefix, e.g. 41.2n)
+//   allocs_per_op  heap allocations per operation on the measuring thread,
+//                  where that is meaningful
+// and min/max besides the usual repetition statistics.
+//
+// Clocks: a single-threaded workload runs entirely on the benchmark's thread,
+// so it is timed by that thread's CPU time: what the operations cost, and
+// robust against other processes on a shared machine. A multi-threaded one
+// is timed by the wall clock, the only clock a throughput ratio can use.
+// ---------------------------------------------------------------------------
+enum class timing { thread_cpu, wall };
+
+inline benchmark::internal::Benchmark* configure(benchmark::internal::Benchmark* b, timing t) {
+  if (t == timing::wall) {
+    b->UseRealTime();
+  }
+  return b
+      ->ComputeStatistics("min",
+                          [](const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); })
+      ->ComputeStatistics("max",
+                          [](const std::vector<double>& v) { return *std::max_element(v.begin(), v.end()); });
+}
+
+template <class Fn>
+benchmark::internal::Benchmark* add(const std::string& name, Fn&& fn, timing t = timing::thread_cpu) {
+  return configure(benchmark::RegisterBenchmark(name.c_str(), std::forward<Fn>(fn)), t);
+}
+
+inline void report_ops(benchmark::State& state, double ops_per_iteration) {
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * ops_per_iteration));
+  state.counters["ns_per_op"] = benchmark::Counter(
+      ops_per_iteration, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+}
+
+inline void report_allocations(benchmark::State& state, std::uint64_t allocations,
+                               double ops_per_iteration = 1) {
+  const double ops = static_cast<double>(state.iterations()) * ops_per_iteration;
+  state.counters["allocs_per_op"] = ops > 0 ? static_cast<double>(allocations) / ops : 0.0;
+}
+
+// ---------------------------------------------------------------------------
+// Coroutines
+// ---------------------------------------------------------------------------
+// A co_spawn completion that lets exceptions escape (detached would swallow them).
+inline void rethrow(std::exception_ptr e) {
+  if (e) {
+    std::rethrow_exception(e);
+  }
+}
+
+// Runs one coroutine to completion on ctx, on this thread.
+template <class MakeAwaitable>
+void run_on(asio::io_context& ctx, MakeAwaitable&& make) {
+  asio::co_spawn(ctx, std::forward<MakeAwaitable>(make)(), rethrow);
+  ctx.run();
+  ctx.restart();
+}
+
+// ---------------------------------------------------------------------------
+// The program
+// ---------------------------------------------------------------------------
+void register_benchmarks();  // defined by each program
+
+// glibc skips the atomics of a mutex while a process has never started a
+// second thread; a server always has. This thread is started before any
+// benchmark and lives until the end, parked.
+class background_thread {
+ public:
+  background_thread()
+      : thread_([this] {
+          while (!stop_.load(std::memory_order_acquire)) {
+            stop_.wait(false, std::memory_order_acquire);
+          }
+        }) {}
+  ~background_thread() {
+    stop_.store(true, std::memory_order_release);
+    stop_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+inline bool is_smoke_run(int argc, char** argv) {
+  if (const char* env = std::getenv("KEYSEM_BENCH_SMOKE"); env != nullptr && *env != '\0') {
+    return std::strcmp(env, "0") != 0;
+  }
+  constexpr std::string_view flag = "--benchmark_min_time=";
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg.starts_with(flag)) {
+      return std::strtod(std::string(arg.substr(flag.size())).c_str(), nullptr) < 0.05;
+    }
+  }
+  return false;
+}
+
+}  // namespace bench
+
+// The counting operator new. The deletes stay libstdc++'s, which call free()
+// for every form, aligned ones included (and defining them here would make
+// g++ warn about free() on memory from operator new).
+void* operator new(std::size_t size) {
+  ++bench::thread_allocations;
+  if (void* p = std::malloc(size == 0 ? 1 : size)) {
+    return p;
+  }
+  throw std::bad_alloc();
+}
+
+void* operator new[](std::size_t size) { return ::operator new(size); }
+
+void* operator new(std::size_t size, std::align_val_t align) {
+  ++bench::thread_allocations;
+  const auto a = static_cast<std::size_t>(align);
+  if (void* p = std::aligned_alloc(a, (std::max<std::size_t>(size, 1) + a - 1) / a * a)) {
+    return p;
+  }
+  throw std::bad_alloc();
+}
+
+void* operator new[](std::size_t size, std::align_val_t align) { return ::operator new(size, align); }
+
+
+int main(int argc, char** argv) {
+  bench::settings().smoke = bench::is_smoke_run(argc, argv);
+  bench::background_thread server_like;
+  benchmark::AddCustomContext("keysem_smoke_scale", bench::settings().smoke ? "yes" : "no");
+  bench::register_benchmarks();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) {
+    return 1;
+  }
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
+
+#endif
