@@ -1,0 +1,182 @@
+// http_server/load_client.cpp — virtual users over keep-alive connections.
+#include "load_client.hpp"
+
+#include <boost/asio.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include <algorithm>
+#include <charconv>
+#include <cstdio>
+#include <random>
+#include <string_view>
+#include <tuple>
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using asio::ip::tcp;
+using clock_type = std::chrono::steady_clock;
+
+std::vector<tenant_profile> default_tenant_profiles() {
+  return {
+      {"acme", 16, 10, 60},  // 16 users against a limit of 4: queues, sheds, times out
+      {"globex", 5, 5, 30},  // a little over the limit: mostly waits
+      {"initech", 2, 5, 15},  // under the limit: every request is served at once
+  };
+}
+
+namespace {
+
+std::size_t header_number(const http::response<http::string_body>& res, std::string_view name) {
+  const auto it = res.find(name);
+  if (it == res.end()) {
+    return 0;
+  }
+  std::size_t value = 0;
+  const std::string_view text = it->value();
+  std::from_chars(text.data(), text.data() + text.size(), value);
+  return value;
+}
+
+void record(http_tenant_stats& stats, const http::response<http::string_body>& res,
+            clock_type::duration latency) {
+  const bool has_retry_after = res.find(http::field::retry_after) != res.end();
+  switch (res.result()) {
+    case http::status::ok:
+      ++stats.served;
+      stats.peak_concurrency = std::max(stats.peak_concurrency, header_number(res, "X-Concurrency"));
+      stats.limit = header_number(res, "X-Limit");
+      stats.latency_ms.push_back(std::chrono::duration<double, std::milli>(latency).count());
+      break;
+    case http::status::too_many_requests:
+      ++(has_retry_after ? stats.shed : stats.other);
+      break;
+    case http::status::service_unavailable:
+      ++(has_retry_after ? stats.timed_out : stats.other);
+      break;
+    default:
+      ++stats.other;
+  }
+}
+
+// One user: one connection, requests back to back until the deadline.
+asio::awaitable<void> virtual_user(const http_load_options& options, const tenant_profile& tenant,
+                                   unsigned seed, clock_type::time_point deadline,
+                                   http_load_report& report) {
+  http_tenant_stats& stats = report.tenants[tenant.name];
+  std::minstd_rand random(seed);  // seeded: every run offers the same work
+  std::uniform_int_distribution<int> work_ms(tenant.min_work_ms, tenant.max_work_ms);
+
+  beast::tcp_stream stream(co_await asio::this_coro::executor);
+  beast::flat_buffer buffer;
+  bool connected = false;
+  for (std::size_t i = 0; i < options.max_requests_per_user && clock_type::now() < deadline; ++i) {
+    stream.expires_after(std::chrono::seconds(5));  // a stuck server fails the run, not hangs it
+    if (!connected) {
+      auto [ec] = co_await stream.async_connect(options.server, asio::as_tuple(asio::use_awaitable));
+      if (ec) {
+        ++report.transport_errors;
+        co_return;
+      }
+      connected = true;
+    }
+    http::request<http::empty_body> req(http::verb::get,
+                                        "/work?ms=" + std::to_string(work_ms(random)), 11);
+    req.set(http::field::host, "127.0.0.1");
+    req.set("X-Tenant", tenant.name);
+    req.keep_alive(true);
+
+    const auto start = clock_type::now();
+    http::response<http::string_body> res;
+    auto [ec, written] = co_await http::async_write(stream, req, asio::as_tuple(asio::use_awaitable));
+    if (!ec) {
+      std::tie(ec, std::ignore) =
+          co_await http::async_read(stream, buffer, res, asio::as_tuple(asio::use_awaitable));
+    }
+    if (ec) {
+      ++report.transport_errors;
+      co_return;
+    }
+    ++stats.requests;
+    record(stats, res, clock_type::now() - start);
+
+    if (!res.keep_alive()) {  // the server is shutting down or said goodbye
+      beast::error_code ignored;
+      stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+      stream.close();
+      connected = false;
+    }
+    if (res.result() != http::status::ok) {
+      // A polite client would wait Retry-After seconds; a load generator
+      // backs off briefly so the pressure stays on for the demo.
+      asio::steady_timer backoff(co_await asio::this_coro::executor, options.backoff);
+      co_await backoff.async_wait(asio::use_awaitable);
+    }
+  }
+  if (connected) {
+    beast::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+  }
+}
+
+double percentile(std::vector<double> values, double p) {
+  if (values.empty()) {
+    return 0;
+  }
+  std::sort(values.begin(), values.end());
+  return values[static_cast<std::size_t>(p * static_cast<double>(values.size() - 1) + 0.5)];
+}
+
+}  // namespace
+
+asio::awaitable<http_load_report> run_http_load(http_load_options options) {
+  auto ex = co_await asio::this_coro::executor;
+  http_load_report report;
+  const auto start = clock_type::now();
+  const auto deadline = start + options.duration;
+
+  using op_type = decltype(asio::co_spawn(
+      ex, virtual_user(options, options.tenants.front(), 0, deadline, report), asio::deferred));
+  std::vector<op_type> users;
+  unsigned seed = 1;
+  for (const tenant_profile& tenant : options.tenants) {
+    report.tenants[tenant.name].users = tenant.users;
+    for (std::size_t i = 0; i < tenant.users; ++i) {
+      users.push_back(
+          asio::co_spawn(ex, virtual_user(options, tenant, seed++, deadline, report), asio::deferred));
+    }
+  }
+  auto [order, errors] = co_await asio::experimental::make_parallel_group(std::move(users))
+                             .async_wait(asio::experimental::wait_for_all(), asio::use_awaitable);
+  (void)order;
+  for (const std::exception_ptr& e : errors) {
+    report.transport_errors += e ? 1 : 0;
+  }
+  report.seconds = std::chrono::duration<double>(clock_type::now() - start).count();
+  co_return report;
+}
+
+bool print_load_table(const http_load_report& report) {
+  bool ok = report.transport_errors == 0;
+  std::size_t total = 0;
+  std::printf("\n%-8s %5s %8s %7s %9s %10s %9s %8s %8s\n", "tenant", "users", "requests", "served",
+              "shed 429", "t/out 503", "max/limit", "p50 ms", "p99 ms");
+  for (const auto& [name, t] : report.tenants) {
+    // limit == 0: nothing was served, so the server never told us its limit.
+    const bool within = t.limit != 0 && t.peak_concurrency <= t.limit;
+    ok = ok && within && t.other == 0;
+    total += t.requests;
+    std::printf("%-8s %5zu %8zu %7zu %9zu %10zu %5zu/%-3zu %8.1f %8.1f%s\n", name.c_str(), t.users,
+                t.requests, t.served, t.shed, t.timed_out, t.peak_concurrency, t.limit,
+                percentile(t.latency_ms, 0.50), percentile(t.latency_ms, 0.99),
+                t.other != 0 ? "  UNEXPECTED ANSWERS" : within ? "" : "  LIMIT EXCEEDED");
+  }
+  std::printf("%zu requests in %.1f s (%.0f/s), %zu transport errors\n", total, report.seconds,
+              report.seconds > 0 ? static_cast<double>(total) / report.seconds : 0.0,
+              report.transport_errors);
+  std::printf("%s\n", ok ? "every tenant stayed within its limit"
+                         : "FAILED: a limit was exceeded or requests failed");
+  return ok;
+}
