@@ -21,7 +21,7 @@ using clock_type = std::chrono::steady_clock;
 
 std::vector<tenant_profile> default_tenant_profiles() {
   return {
-      {"acme", 16, 10, 60},  // 16 users against a limit of 4: queues, sheds, times out
+      {"acme", 16, 20, 80},  // 16 users against a limit of 4: queues, sheds, times out
       {"globex", 5, 5, 30},  // a little over the limit: mostly waits
       {"initech", 2, 5, 15},  // under the limit: every request is served at once
   };

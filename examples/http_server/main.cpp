@@ -409,6 +409,12 @@ int load(const command_line& cmd) {
   http_load_options options;
   options.server = tcp::endpoint(asio::ip::make_address("127.0.0.1"), cmd.server.port);
   options.duration = cmd.duration;
+  std::printf("load: %.1f s against http://127.0.0.1:%u\n",
+              static_cast<double>(cmd.duration.count()) / 1000, cmd.server.port);
+  for (const tenant_profile& t : options.tenants) {
+    std::printf("  %-8s %2zu users, each request asks for %d-%d ms of work\n", t.name.c_str(),
+                t.users, t.min_work_ms, t.max_work_ms);
+  }
   asio::io_context ctx;
   http_load_report report;
   asio::co_spawn(ctx, run_http_load(options),
@@ -431,8 +437,6 @@ int both(const command_line& cmd) {
 
   command_line client = cmd;
   client.server.port = server.local_endpoint().port();
-  std::printf("server on http://127.0.0.1:%u; %lld ms of load...\n", client.server.port,
-              static_cast<long long>(cmd.duration.count()));
   int status = 1;
   std::exception_ptr failure;
   try {
