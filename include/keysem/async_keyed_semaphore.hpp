@@ -12,10 +12,13 @@
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/async_result.hpp>
-#include <boost/asio/deferred.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/asio/execution_context.hpp>
 #include <boost/system/error_code.hpp>
+#include <boost/system/system_error.hpp>
 
 #include <concepts>
 #include <cstddef>
@@ -123,10 +126,44 @@ class async_keyed_semaphore {
 
   std::size_t permits_per_key() const noexcept { return impl_->limit(); }
 
+  /// `co_await sem.acquire(key[, n])`: acquires inside a coroutine.
+  ///
+  /// The default form (no completion token) returns a
+  /// `boost::asio::awaitable<permit>`. When `n` permits are free and nobody
+  /// waits on the key, they are taken without suspending the coroutine (a
+  /// coroutine that does not suspend invokes no handler, so nothing is
+  /// posted); otherwise it awaits the asynchronous operation below with
+  /// `boost::asio::use_awaitable`, so the coroutine's cancellation slot
+  /// applies. Semantics are those of the asynchronous operation: FIFO, no
+  /// barging, the same cancellation. Errors are thrown as
+  /// `boost::system::system_error` with the operation's error codes, and a
+  /// coroutine whose cancellation state is already cancelled throws
+  /// `operation_aborted` (as asio does for any `co_await`ed operation).
+  ///
+  /// Nothing happens until the awaitable is awaited. It can be combined with
+  /// awaitable operators: `co_await (sem.acquire(key) || timer.async_wait(use_awaitable))`.
+  boost::asio::awaitable<permit> acquire(key_type key, std::size_t n = 1) {
+    auto cancellation = co_await boost::asio::this_coro::cancellation_state;
+    if (co_await boost::asio::this_coro::throw_if_cancelled() &&
+        cancellation.cancelled() != boost::asio::cancellation_type::none) {
+      throw_error(boost::asio::error::operation_aborted);
+    }
+    if (n == 0 || n > permits_per_key()) {
+      throw_error(boost::asio::error::invalid_argument);
+    }
+    if (const auto ec = impl_->stop_error()) {
+      throw_error(ec);
+    }
+    if (auto taken = try_take(key, static_cast<std::uint32_t>(n))) {
+      co_return std::move(*taken);
+    }
+    co_return co_await acquire(std::move(key), n, boost::asio::use_awaitable);
+  }
+
   /// Acquires one permit on `key`: see the weighted overload.
-  template <BOOST_ASIO_COMPLETION_TOKEN_FOR(acquire_signature) CompletionToken = boost::asio::deferred_t>
+  template <BOOST_ASIO_COMPLETION_TOKEN_FOR(acquire_signature) CompletionToken>
     requires(!std::is_arithmetic_v<std::remove_cvref_t<CompletionToken>>)
-  auto acquire(key_type key, CompletionToken&& token = CompletionToken()) {
+  auto acquire(key_type key, CompletionToken&& token) {
     return acquire(std::move(key), 1, std::forward<CompletionToken>(token));
   }
 
@@ -134,10 +171,8 @@ class async_keyed_semaphore {
   ///
   /// Completion signature: `void(boost::system::error_code ec, permit p)`.
   /// On success `ec` is clear and `p` holds `n` permits on `key`; on error
-  /// `p` is empty. With no token, the operation is returned as a
-  /// `boost::asio::deferred` operation, so `co_await sem.acquire(key)` works
-  /// inside `boost::asio::awaitable<>` (it throws boost::system::system_error
-  /// on error).
+  /// `p` is empty. (Without a token, see the awaitable overload above;
+  /// pass `boost::asio::deferred` for a deferred operation.)
   ///
   /// Order: strictly FIFO per key. A request is granted once every request
   /// queued before it on the same key has been granted or has left, and its
@@ -169,8 +204,8 @@ class async_keyed_semaphore {
   ///
   /// The key is copied (or moved) into the operation: the caller's object may
   /// be destroyed as soon as acquire() returns.
-  template <BOOST_ASIO_COMPLETION_TOKEN_FOR(acquire_signature) CompletionToken = boost::asio::deferred_t>
-  auto acquire(key_type key, std::size_t n, CompletionToken&& token = CompletionToken()) {
+  template <BOOST_ASIO_COMPLETION_TOKEN_FOR(acquire_signature) CompletionToken>
+  auto acquire(key_type key, std::size_t n, CompletionToken&& token) {
     return boost::asio::async_initiate<CompletionToken, acquire_signature>(
         initiate_acquire{this}, token, std::move(key), std::size_t{n});  // by value: deferred keeps it
   }
@@ -188,14 +223,7 @@ class async_keyed_semaphore {
     if (impl_->is_stopped()) {
       return std::nullopt;
     }
-    const std::size_t hash = impl_->hash(key);
-    return impl_->shard_for(hash).visit_or_create(
-        key, hash, count, [count](state_type* state, bool created) -> std::optional<permit> {
-          if (created || state->try_take(count)) {
-            return detail::permit_access::adopt(*state, count);
-          }
-          return std::nullopt;
-        });
+    return try_take(key, count);
   }
 
   std::optional<permit> try_acquire(const key_type& key, std::size_t n = 1) {
@@ -253,6 +281,23 @@ class async_keyed_semaphore {
       self->start_acquire(owned, std::move(key), n);
     }
   };
+
+  // Takes count permits if they are free and nobody waits; never waits.
+  template <class K>
+  std::optional<permit> try_take(const K& key, std::uint32_t count) {
+    const std::size_t hash = impl_->hash(key);
+    return impl_->shard_for(hash).visit_or_create(
+        key, hash, count, [count](state_type* state, bool created) -> std::optional<permit> {
+          if (created || state->try_take(count)) {
+            return detail::permit_access::adopt(*state, count);
+          }
+          return std::nullopt;
+        });
+  }
+
+  [[noreturn]] static void throw_error(const boost::system::error_code& ec) {
+    throw boost::system::system_error(ec, "keysem::async_keyed_semaphore::acquire");
+  }
 
   template <class Handler>
   void start_acquire(Handler& handler, key_type key, std::size_t n) {

@@ -159,6 +159,49 @@ TEST_CASE("tokens: co_await with no token, use_awaitable, as_tuple and deferred"
   CHECK(sem.key_count() == 0);
 }
 
+TEST_CASE("tokens: the default co_await takes free permits at once and waits in FIFO order otherwise") {
+  asio::io_context ctx;
+  keyed_semaphore sem(ctx, 1);
+  auto held = sem.try_acquire("k");
+  std::vector<int> order;
+  for (int i = 0; i < 3; ++i) {
+    asio::co_spawn(
+        ctx,
+        [&, i]() -> asio::awaitable<void> {
+          permit p = co_await sem.acquire("k");
+          order.push_back(i);
+        },
+        asio::detached);
+  }
+  drain(ctx);
+  CHECK(order.empty());
+  CHECK(sem.waiting("k") == 3);
+  CHECK_FALSE(sem.try_acquire("k"));
+  held->release();
+  drain(ctx);
+  CHECK(order == std::vector<int>{0, 1, 2});
+  CHECK(sem.key_count() == 0);
+}
+
+TEST_CASE("tokens: co_await of a closed semaphore throws closed") {
+  asio::io_context ctx;
+  keyed_semaphore sem(ctx, 1);
+  sem.close();
+  bool closed = false;
+  asio::co_spawn(
+      ctx,
+      [&]() -> asio::awaitable<void> {
+        try {
+          co_await sem.acquire("k");
+        } catch (const boost::system::system_error& e) {
+          closed = e.code() == keysem::error::closed;
+        }
+      },
+      asio::detached);
+  ctx.run();
+  CHECK(closed);
+}
+
 TEST_CASE("tokens: co_await throws system_error with the operation's error") {
   asio::io_context ctx;
   keyed_semaphore sem(ctx, 1);

@@ -191,6 +191,54 @@ TEST_CASE("cancellation: acquire || timer returns the timer's branch and leaves 
   CHECK(sem.key_count() == 0);
 }
 
+TEST_CASE("cancellation: the default-token acquire || timer works the same way") {
+  using namespace asio::experimental::awaitable_operators;
+  asio::io_context ctx;
+  keyed_semaphore sem(ctx, 1);
+  auto held = sem.try_acquire("k");
+  bool timer_won = false;
+  asio::co_spawn(
+      ctx,
+      [&]() -> asio::awaitable<void> {
+        asio::steady_timer timer(ctx, std::chrono::milliseconds(1));
+        auto winner = co_await (sem.acquire("k") || timer.async_wait(asio::use_awaitable));
+        timer_won = winner.index() == 1;
+      },
+      asio::detached);
+  ctx.run();
+  CHECK(timer_won);
+  CHECK(sem.waiting("k") == 0);
+  held->release();
+  CHECK(sem.key_count() == 0);
+}
+
+TEST_CASE("cancellation: a coroutine already cancelled is refused even when permits are free") {
+  asio::io_context ctx;
+  keyed_semaphore sem(ctx, 1);
+  asio::cancellation_signal signal;
+  bool aborted = false;
+  asio::co_spawn(
+      ctx,
+      [&]() -> asio::awaitable<void> {
+        asio::steady_timer timer(ctx, std::chrono::hours(1));
+        try {
+          co_await timer.async_wait(asio::use_awaitable);
+        } catch (const boost::system::system_error&) {
+        }
+        try {
+          co_await sem.acquire("k");
+        } catch (const boost::system::system_error& e) {
+          aborted = e.code() == asio::error::operation_aborted;
+        }
+      },
+      asio::bind_cancellation_slot(signal.slot(), asio::detached));
+  drain(ctx);
+  signal.emit(cancellation_type::terminal);
+  drain(ctx);
+  CHECK(aborted);
+  CHECK(sem.key_count() == 0);
+}
+
 TEST_CASE("cancellation: acquire || timer returns the permit when it is free") {
   using namespace asio::experimental::awaitable_operators;
   asio::io_context ctx;
