@@ -76,7 +76,8 @@ asio::awaitable<batch_result> run_batch(const std::vector<job>& jobs, std::size_
   auto ex = co_await asio::this_coro::executor;
   keysem::keyed_semaphore limiter(ex, per_tenant_limit);
 
-  using op_type = decltype(asio::co_spawn(ex, run_job(limiter, jobs[0], 0, running), asio::deferred));
+  using op_type =
+      decltype(asio::co_spawn(ex, run_job(limiter, jobs[0], 0, running), asio::deferred));
   std::vector<op_type> ops;
   for (const job& j : jobs) {
     ops.push_back(asio::co_spawn(ex, run_job(limiter, j, failing_job, running), asio::deferred));

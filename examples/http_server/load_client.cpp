@@ -21,8 +21,8 @@ using clock_type = std::chrono::steady_clock;
 
 std::vector<tenant_profile> default_tenant_profiles() {
   return {
-      {"acme", 16, 20, 80},  // 16 users against a limit of 4: queues, sheds, times out
-      {"globex", 5, 5, 30},  // a little over the limit: mostly waits
+      {"acme", 16, 20, 80},   // 16 users against a limit of 4: queues, sheds, times out
+      {"globex", 5, 5, 30},   // a little over the limit: mostly waits
       {"initech", 2, 5, 15},  // under the limit: every request is served at once
   };
 }
@@ -46,7 +46,8 @@ void record(http_tenant_stats& stats, const http::response<http::string_body>& r
   switch (res.result()) {
     case http::status::ok:
       ++stats.served;
-      stats.peak_concurrency = std::max(stats.peak_concurrency, header_number(res, "X-Concurrency"));
+      stats.peak_concurrency =
+          std::max(stats.peak_concurrency, header_number(res, "X-Concurrency"));
       stats.limit = header_number(res, "X-Limit");
       stats.latency_ms.push_back(std::chrono::duration<double, std::milli>(latency).count());
       break;
@@ -75,7 +76,8 @@ asio::awaitable<void> virtual_user(const http_load_options& options, const tenan
   for (std::size_t i = 0; i < options.max_requests_per_user && clock_type::now() < deadline; ++i) {
     stream.expires_after(std::chrono::seconds(5));  // a stuck server fails the run, not hangs it
     if (!connected) {
-      auto [ec] = co_await stream.async_connect(options.server, asio::as_tuple(asio::use_awaitable));
+      auto [ec] =
+          co_await stream.async_connect(options.server, asio::as_tuple(asio::use_awaitable));
       if (ec) {
         ++report.transport_errors;
         co_return;
@@ -90,7 +92,8 @@ asio::awaitable<void> virtual_user(const http_load_options& options, const tenan
 
     const auto start = clock_type::now();
     http::response<http::string_body> res;
-    auto [ec, written] = co_await http::async_write(stream, req, asio::as_tuple(asio::use_awaitable));
+    auto [ec, written] =
+        co_await http::async_write(stream, req, asio::as_tuple(asio::use_awaitable));
     if (!ec) {
       std::tie(ec, std::ignore) =
           co_await http::async_read(stream, buffer, res, asio::as_tuple(asio::use_awaitable));
@@ -144,8 +147,8 @@ asio::awaitable<http_load_report> run_http_load(http_load_options options) {
   for (const tenant_profile& tenant : options.tenants) {
     report.tenants[tenant.name].users = tenant.users;
     for (std::size_t i = 0; i < tenant.users; ++i) {
-      users.push_back(
-          asio::co_spawn(ex, virtual_user(options, tenant, seed++, deadline, report), asio::deferred));
+      users.push_back(asio::co_spawn(ex, virtual_user(options, tenant, seed++, deadline, report),
+                                     asio::deferred));
     }
   }
   auto [order, errors] = co_await asio::experimental::make_parallel_group(std::move(users))
@@ -171,7 +174,9 @@ bool print_load_table(const http_load_report& report) {
     std::printf("%-8s %5zu %8zu %7zu %9zu %10zu %5zu/%-3zu %8.1f %8.1f%s\n", name.c_str(), t.users,
                 t.requests, t.served, t.shed, t.timed_out, t.peak_concurrency, t.limit,
                 percentile(t.latency_ms, 0.50), percentile(t.latency_ms, 0.99),
-                t.other != 0 ? "  UNEXPECTED ANSWERS" : within ? "" : "  LIMIT EXCEEDED");
+                t.other != 0 ? "  UNEXPECTED ANSWERS"
+                : within     ? ""
+                             : "  LIMIT EXCEEDED");
   }
   std::printf("%zu requests in %.1f s (%.0f/s), %zu transport errors\n", total, report.seconds,
               report.seconds > 0 ? static_cast<double>(total) / report.seconds : 0.0,

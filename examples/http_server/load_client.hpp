@@ -44,7 +44,7 @@ struct http_tenant_stats {
   std::size_t timed_out = 0;  // 503
   std::size_t other = 0;      // any other status, or a 429/503 without Retry-After
   std::size_t peak_concurrency = 0;
-  std::size_t limit = 0;            // X-Limit as the server reported it
+  std::size_t limit = 0;           // X-Limit as the server reported it
   std::vector<double> latency_ms;  // of served requests
 };
 

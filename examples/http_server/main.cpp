@@ -54,9 +54,9 @@ using asio::ip::tcp;
 using namespace std::chrono_literals;
 
 struct server_options {
-  unsigned short port = 0;  // 0: the kernel picks a free port
-  std::size_t limit = 4;          // permits per tenant
-  std::size_t max_waiting = 8;    // queued requests per tenant before 429
+  unsigned short port = 0;                         // 0: the kernel picks a free port
+  std::size_t limit = 4;                           // permits per tenant
+  std::size_t max_waiting = 8;                     // queued requests per tenant before 429
   std::chrono::milliseconds acquire_timeout{100};  // queued longer than this: 503
   std::size_t threads = 2;
   std::size_t metrics_top = 10;  // /metrics lists this many of the busiest tenants
@@ -114,7 +114,8 @@ class http_server {
     for (;;) {
       stream.expires_after(30s);  // idle keep-alive connections go away
       request req;
-      auto [ec, n] = co_await http::async_read(stream, buffer, req, asio::as_tuple(asio::use_awaitable));
+      auto [ec, n] =
+          co_await http::async_read(stream, buffer, req, asio::as_tuple(asio::use_awaitable));
       if (ec) {
         break;
       }
@@ -125,7 +126,8 @@ class http_server {
       res.keep_alive(req.keep_alive() && !stopping_);
       res.prepare_payload();
       stream.expires_after(10s);
-      auto [write_ec, written] = co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
+      auto [write_ec, written] =
+          co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
       --in_progress_;
       if (write_ec || !res.keep_alive()) {
         break;
@@ -193,7 +195,8 @@ class http_server {
     hold(tenant, -1);  // before the permit goes, so no newcomer is counted with us
     permit->release();
 
-    response res = text(http::status::ok, "worked " + std::to_string(ms) + " ms for " + tenant + "\n");
+    response res =
+        text(http::status::ok, "worked " + std::to_string(ms) + " ms for " + tenant + "\n");
     res.set("X-Concurrency", std::to_string(concurrency));
     res.set("X-Limit", std::to_string(limiter_.permits_per_key()));
     co_return res;
@@ -218,8 +221,9 @@ class http_server {
       r.waiting = limiter_.waiting(r.tenant);
     }
     std::sort(rows.begin(), rows.end(), [](const row& a, const row& b) {
-      return a.in_use + a.waiting != b.in_use + b.waiting ? a.in_use + a.waiting > b.in_use + b.waiting
-                                                          : a.tenant < b.tenant;
+      return a.in_use + a.waiting != b.in_use + b.waiting
+                 ? a.in_use + a.waiting > b.in_use + b.waiting
+                 : a.tenant < b.tenant;
     });
     rows.resize(std::min(rows.size(), options_.metrics_top));
 
@@ -257,11 +261,12 @@ class http_server {
       poll.expires_after(10ms);
       co_await poll.async_wait(asio::use_awaitable);
     }
-    std::printf("shutdown: %zu requests still in progress; totals: granted %llu, shed %llu, "
-                "timed out %llu, cancelled %llu\n",
-                in_progress_.load(), static_cast<unsigned long long>(granted_),
-                static_cast<unsigned long long>(shed_), static_cast<unsigned long long>(timed_out_),
-                static_cast<unsigned long long>(cancelled_));
+    std::printf(
+        "shutdown: %zu requests still in progress; totals: granted %llu, shed %llu, "
+        "timed out %llu, cancelled %llu\n",
+        in_progress_.load(), static_cast<unsigned long long>(granted_),
+        static_cast<unsigned long long>(shed_), static_cast<unsigned long long>(timed_out_),
+        static_cast<unsigned long long>(cancelled_));
     ctx_.stop();  // idle keep-alive connections are simply dropped
   }
 
@@ -390,9 +395,10 @@ int serve(const command_line& cmd) {
   });
 
   const unsigned short port = server.local_endpoint().port();
-  std::printf("listening on http://127.0.0.1:%u (limit %zu per tenant, %zu may wait, %lld ms timeout)\n",
-              port, cmd.server.limit, cmd.server.max_waiting,
-              static_cast<long long>(cmd.server.acquire_timeout.count()));
+  std::printf(
+      "listening on http://127.0.0.1:%u (limit %zu per tenant, %zu may wait, %lld ms timeout)\n",
+      port, cmd.server.limit, cmd.server.max_waiting,
+      static_cast<long long>(cmd.server.acquire_timeout.count()));
   if (!cmd.port_file.empty()) {
     // Written whole, then renamed: a script polling for it never reads half a number.
     const std::string partial = cmd.port_file + ".partial";
@@ -417,13 +423,12 @@ int load(const command_line& cmd) {
   }
   asio::io_context ctx;
   http_load_report report;
-  asio::co_spawn(ctx, run_http_load(options),
-                 [&report](std::exception_ptr e, http_load_report r) {
-                   if (e) {
-                     std::rethrow_exception(e);
-                   }
-                   report = std::move(r);
-                 });
+  asio::co_spawn(ctx, run_http_load(options), [&report](std::exception_ptr e, http_load_report r) {
+    if (e) {
+      std::rethrow_exception(e);
+    }
+    report = std::move(r);
+  });
   ctx.run();
   return print_load_table(report) ? 0 : 1;
 }

@@ -92,7 +92,8 @@ asio::awaitable<void> process(const stage_spec& spec, keysem::keyed_semaphore& l
     auto permit = co_await limiter.acquire(it.tenant, asio::use_awaitable);
     std::size_t& running = stats.running[it.tenant];
     stats.peak[it.tenant] = std::max(stats.peak[it.tenant], ++running);
-    asio::steady_timer work(co_await asio::this_coro::executor, std::chrono::milliseconds(spec.work_ms));
+    asio::steady_timer work(co_await asio::this_coro::executor,
+                            std::chrono::milliseconds(spec.work_ms));
     co_await work.async_wait(asio::use_awaitable);
     it.trail += std::string(it.trail.empty() ? "" : ">") + spec.name;
     --running;
@@ -100,7 +101,8 @@ asio::awaitable<void> process(const stage_spec& spec, keysem::keyed_semaphore& l
   co_await out.async_send({}, std::move(it), asio::use_awaitable);
 }
 
-asio::awaitable<void> stage(stage_spec spec, item_channel& in, item_channel& out, stage_stats& stats) {
+asio::awaitable<void> stage(stage_spec spec, item_channel& in, item_channel& out,
+                            stage_stats& stats) {
   auto ex = co_await asio::this_coro::executor;
   keysem::keyed_semaphore limiter(ex, spec.per_tenant);  // this stage's own limit
   task_group tasks(ex);
@@ -150,7 +152,7 @@ int main() {
 
   using namespace asio::experimental::awaitable_operators;
   asio::co_spawn(ctx,
-                 source(to_fetch, items) &&                       //
+                 source(to_fetch, items) &&                            //
                      stage(specs[0], to_fetch, to_parse, stats[0]) &&  //
                      stage(specs[1], to_parse, to_store, stats[1]) &&  //
                      stage(specs[2], to_store, to_sink, stats[2]) &&   //
@@ -166,8 +168,8 @@ int main() {
       std::chrono::steady_clock::now() - start);
 
   bool ok = seen.size() == items && duplicates == 0 && incomplete == 0;
-  std::printf("%zu items through 3 stages in %lld ms, %zu duplicates, %zu incomplete\n", seen.size(),
-              static_cast<long long>(ms.count()), duplicates, incomplete);
+  std::printf("%zu items through 3 stages in %lld ms, %zu duplicates, %zu incomplete\n",
+              seen.size(), static_cast<long long>(ms.count()), duplicates, incomplete);
   for (std::size_t s = 0; s < 3; ++s) {
     std::printf("  %-5s limit %zu per tenant, most running at once:", specs[s].name,
                 specs[s].per_tenant);

@@ -27,8 +27,8 @@ using clock_type = std::chrono::steady_clock;
 namespace {
 
 // A skewed mix: acme sends half the traffic and will queue; initech is light.
-constexpr std::array<const char*, 6> tenant_mix = {"acme", "acme", "acme", "globex", "globex",
-                                                   "initech"};
+constexpr std::array<const char*, 6> tenant_mix = {"acme",   "acme",   "acme",
+                                                   "globex", "globex", "initech"};
 
 struct outstanding {
   std::string tenant;
@@ -142,8 +142,8 @@ asio::awaitable<load_report> run_load(load_options options) {
 
   const auto start = clock_type::now();
   // One coroutine per connection, awaited together: a ranged parallel group.
-  using op_type = decltype(asio::co_spawn(
-      ex, run_connection(options, 0, pipeline, report), asio::deferred));
+  using op_type =
+      decltype(asio::co_spawn(ex, run_connection(options, 0, pipeline, report), asio::deferred));
   std::vector<op_type> connections;
   for (std::size_t i = 0; i < options.connections; ++i) {
     connections.push_back(

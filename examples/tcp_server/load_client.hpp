@@ -36,7 +36,7 @@ struct tenant_report {
   std::size_t ok = 0;
   std::size_t busy = 0;
   std::size_t errors = 0;
-  std::size_t peak_in_flight = 0;   // highest tenant_in_flight the server reported
+  std::size_t peak_in_flight = 0;  // highest tenant_in_flight the server reported
   std::vector<double> latency_ms;  // of OK replies
 };
 

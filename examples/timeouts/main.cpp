@@ -40,8 +40,8 @@ asio::awaitable<std::optional<keyed_semaphore::permit>> acquire_with_operator(
   asio::steady_timer timer(co_await asio::this_coro::executor, deadline);
   // The variant holds the winner's result; the loser was cancelled and has
   // completed (operator|| waits for both) before this line resumes.
-  auto winner = co_await (sem.acquire(key, asio::use_awaitable) ||
-                          timer.async_wait(asio::use_awaitable));
+  auto winner =
+      co_await (sem.acquire(key, asio::use_awaitable) || timer.async_wait(asio::use_awaitable));
   if (winner.index() == 0) {
     co_return std::move(std::get<0>(winner));
   }
@@ -72,7 +72,8 @@ using acquire_fn = asio::awaitable<std::optional<keyed_semaphore::permit>> (*)(
     keyed_semaphore&, std::string, std::chrono::milliseconds);
 
 // Keeps `permit` for `hold`, then lets it go.
-asio::awaitable<void> release_after(keyed_semaphore::permit permit, std::chrono::milliseconds hold) {
+asio::awaitable<void> release_after(keyed_semaphore::permit permit,
+                                    std::chrono::milliseconds hold) {
   asio::steady_timer timer(co_await asio::this_coro::executor, hold);
   co_await timer.async_wait(asio::use_awaitable);
   permit.release();  // what the destructor would do anyway; said out loud
@@ -95,7 +96,8 @@ asio::awaitable<bool> scenario(keyed_semaphore& sem, const char* how, acquire_fn
   std::printf("%-8s  key busy for %3lld ms: %-9s after %3lld ms, waiting(\"%s\") == %zu\n", how,
               static_cast<long long>(hold.count()), got ? "acquired" : "timed out",
               static_cast<long long>(waited.count()), key.c_str(), waiting);
-  co_return got.has_value() == expect_permit && waiting == 0;
+  const bool as_expected = got.has_value() == expect_permit && waiting == 0;
+  co_return as_expected;
 }
 
 asio::awaitable<bool> run_all(keyed_semaphore& sem) {

@@ -67,9 +67,9 @@ bool run_costs() {
   // A request larger than the whole budget can never be granted: it
   // completes at once with invalid_argument instead of waiting forever.
   boost::system::error_code too_big;
-  budgets.acquire("acme", budget + 1, [&](boost::system::error_code ec, keysem::keyed_semaphore::permit) {
-    too_big = ec;
-  });
+  budgets.acquire(
+      "acme", budget + 1,
+      [&](boost::system::error_code ec, keysem::keyed_semaphore::permit) { too_big = ec; });
   ctx.run();
 
   bool ok = too_big == asio::error::invalid_argument;

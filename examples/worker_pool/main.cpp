@@ -39,8 +39,8 @@ constexpr std::size_t per_tenant_limit = 2;
 // Capacity 0: a job changes hands only when a worker takes it, so every
 // completed send has been received (Boost 1.81's close() would drop
 // buffered messages).
-using admitted_channel =
-    asio::experimental::channel<void(boost::system::error_code, std::size_t, keysem::keyed_semaphore::permit)>;
+using admitted_channel = asio::experimental::channel<void(boost::system::error_code, std::size_t,
+                                                          keysem::keyed_semaphore::permit)>;
 
 struct job {
   std::string tenant;
@@ -108,8 +108,9 @@ asio::awaitable<std::optional<std::string>> run_batch(batch& b) {
   for (std::size_t w = 0; w < worker_count; ++w) {
     ops.push_back(asio::co_spawn(ex, worker(admitted, b), asio::deferred));
   }
-  auto [order, errors] = co_await asio::experimental::make_parallel_group(std::move(ops))
-                             .async_wait(asio::experimental::wait_for_one_error(), asio::use_awaitable);
+  auto [order, errors] =
+      co_await asio::experimental::make_parallel_group(std::move(ops))
+          .async_wait(asio::experimental::wait_for_one_error(), asio::use_awaitable);
 
   if (limiter.key_count() != 0) {
     throw std::logic_error("keys still live after the batch");
