@@ -7,7 +7,9 @@
 
 #include <boost/unordered/unordered_flat_set.hpp>
 
+#include <atomic>
 #include <cstddef>
+#include <new>
 #include <cstdint>
 #include <mutex>
 #include <type_traits>
@@ -73,7 +75,10 @@ class keyed_shard final : public shard_base {
   ~keyed_shard() {
     // Only reached once every state has been reclaimed; kept as a backstop.
     for (state_type* state : table_) {
-      delete state;
+      destroy_state(state);
+    }
+    if (void* spare = spare_.exchange(nullptr, std::memory_order_acquire)) {
+      ::operator delete(spare, state_alignment);
     }
   }
 
@@ -94,11 +99,16 @@ class keyed_shard final : public shard_base {
     if (const auto found = table_.find(lookup); found != table_.end()) {
       return std::forward<F>(f)(*found, false);
     }
-    auto* state = new state_type(*this, initial_word, std::forward<K>(key));
+    void* memory = allocate_state();
+    state_type* state = nullptr;
     try {
+      state = new (memory) state_type(*this, initial_word, std::forward<K>(key));
       table_.insert(state);
     } catch (...) {
-      delete state;
+      if (state != nullptr) {
+        state->~state_type();
+      }
+      free_state(memory);
       throw;
     }
     count_new_key_locked();
@@ -122,10 +132,33 @@ class keyed_shard final : public shard_base {
   }
 
   void destroy_state(key_state_base* state) noexcept override {
-    delete static_cast<state_type*>(state);
+    auto* typed = static_cast<state_type*>(state);
+    typed->~state_type();
+    free_state(typed);
   }
 
+  // A key used in bursts is created and reclaimed over and over; keeping the
+  // memory of one reclaimed state per shard spares the (slow, cache-line
+  // aligned) allocator on that path while retaining at most one line per shard.
+  void* allocate_state() {
+    if (void* spare = spare_.exchange(nullptr, std::memory_order_acquire)) {
+      return spare;
+    }
+    return ::operator new(sizeof(state_type), state_alignment);
+  }
+
+  void free_state(void* memory) noexcept {
+    void* expected = nullptr;
+    if (!spare_.compare_exchange_strong(expected, memory, std::memory_order_release,
+                                        std::memory_order_relaxed)) {
+      ::operator delete(memory, state_alignment);
+    }
+  }
+
+  static constexpr std::align_val_t state_alignment{alignof(state_type)};
+
   boost::unordered_flat_set<state_type*, table_hash, table_equal> table_;
+  std::atomic<void*> spare_{nullptr};
 };
 
 }  // namespace keysem::detail
