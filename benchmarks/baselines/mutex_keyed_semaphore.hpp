@@ -31,7 +31,6 @@
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
-#include <boost/asio/bind_allocator.hpp>
 #include <boost/asio/cancellation_type.hpp>
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/error.hpp>
@@ -284,8 +283,15 @@ class mutex_keyed_semaphore {
     };
 
     // Owns the op between completion and upcall, on the handler's executor.
+    // It names its allocator as a member rather than through bind_allocator:
+    // asio wraps a handler with a specialised associator (allocator_binder is
+    // one) in a work_dispatcher, an extra tracked executor and dispatch.
     class completion {
      public:
+      using allocator_type = boost::asio::associated_allocator_t<Handler>;
+      allocator_type get_allocator() const noexcept {
+        return boost::asio::get_associated_allocator(op_->handler_);
+      }
       explicit completion(op& o) noexcept : op_(&o) {}
       completion(completion&& other) noexcept : op_(std::exchange(other.op_, nullptr)) {}
       ~completion() {
@@ -324,9 +330,7 @@ class mutex_keyed_semaphore {
       auto* self = static_cast<op*>(base);
       self->ec_ = ec;
       self->permit_ = std::move(p);
-      boost::asio::post(self->work_, boost::asio::bind_allocator(
-                                         boost::asio::get_associated_allocator(self->handler_),
-                                         completion(*self)));
+      boost::asio::post(self->work_, completion(*self));
     }
 
     void invoke() {
@@ -389,14 +393,23 @@ class mutex_keyed_semaphore {
     post_result(handler, {}, permit(*this, std::move(key), hash, count));
   }
 
+  // A completion that carries its result; its allocator is a member, not a
+  // bind_allocator wrapper, for the reason given at op::completion.
+  template <class Handler>
+  struct immediate_completion {
+    using allocator_type = boost::asio::associated_allocator_t<Handler>;
+    allocator_type get_allocator() const noexcept { return boost::asio::get_associated_allocator(handler); }
+    void operator()() { std::move(handler)(ec, std::move(result)); }
+
+    Handler handler;
+    boost::system::error_code ec;
+    permit result;
+  };
+
   template <class Handler>
   void post_result(Handler& handler, const boost::system::error_code& ec, permit p) {
     auto ex = boost::asio::get_associated_executor(handler, executor_);
-    auto alloc = boost::asio::get_associated_allocator(handler);
-    boost::asio::post(ex, boost::asio::bind_allocator(
-                              alloc, [h = std::move(handler), ec, p = std::move(p)]() mutable {
-                                std::move(h)(ec, std::move(p));
-                              }));
+    boost::asio::post(ex, immediate_completion<Handler>{std::move(handler), ec, std::move(p)});
   }
 
   // Mutex held: takes waiters off the head of e's queue while they fit.

@@ -114,9 +114,16 @@ inline benchmark::internal::Benchmark* configure(benchmark::internal::Benchmark*
                           [](const std::vector<double>& v) { return *std::max_element(v.begin(), v.end()); });
 }
 
+// KEYSEM_BENCH_ITERATIONS=n runs every benchmark for exactly n iterations
+// (no calibration runs), so that a profiler's counts divide by a known n:
+//   KEYSEM_BENCH_ITERATIONS=100000 valgrind --tool=callgrind <program> --benchmark_filter=...
 template <class Fn>
 benchmark::internal::Benchmark* add(const std::string& name, Fn&& fn, timing t = timing::thread_cpu) {
-  return configure(benchmark::RegisterBenchmark(name.c_str(), std::forward<Fn>(fn)), t);
+  auto* b = configure(benchmark::RegisterBenchmark(name.c_str(), std::forward<Fn>(fn)), t);
+  if (const char* n = std::getenv("KEYSEM_BENCH_ITERATIONS"); n != nullptr && std::atoll(n) > 0) {
+    b->Iterations(std::atoll(n));
+  }
+  return b;
 }
 
 inline void report_ops(benchmark::State& state, double ops_per_iteration) {
