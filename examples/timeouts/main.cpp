@@ -30,8 +30,9 @@ using keysem::keyed_semaphore;
 
 // Waits at most `deadline` for a permit on `key`; std::nullopt on timeout.
 //
-// Boost 1.81 needs explicit use_awaitable tokens on both sides of `||`
-// (deferred operations are not awaitable operands yet). Both branches run
+// In Boost 1.81 both operands of `||` must be awaitables, hence the explicit
+// use_awaitable tokens (a deferred operation is not accepted there yet;
+// sem.acquire(key) without a token is an awaitable too). Both branches run
 // on this coroutine's executor: on a multi-threaded pool, spawn the calling
 // coroutine on a strand.
 asio::awaitable<std::optional<keyed_semaphore::permit>> acquire_with_operator(
