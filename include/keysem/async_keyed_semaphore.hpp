@@ -3,6 +3,7 @@
 #define KEYSEM_ASYNC_KEYED_SEMAPHORE_HPP
 
 #include <keysem/detail/acquire_op.hpp>
+#include <keysem/detail/handler_work.hpp>
 #include <keysem/detail/key_word.hpp>
 #include <keysem/detail/semaphore_impl.hpp>
 #include <keysem/error.hpp>
@@ -11,12 +12,13 @@
 #include <keysem/semaphore_options.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
-#include <boost/asio/this_coro.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/asio/execution_context.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/system/error_code.hpp>
 #include <boost/system/system_error.hpp>
 
@@ -341,19 +343,17 @@ class async_keyed_semaphore {
     // Before the enqueue job: a signal emitted after initiation then always
     // reaches the strand after the op is queued.
     op->install_cancellation();
-    boost::asio::dispatch(shard.strand(),
-                          boost::asio::bind_allocator(op->get_allocator(), detail::enqueue_job(*op)));
+    detail::dispatch_to(shard.strand(), op->get_allocator(), detail::enqueue_job(*op));
   }
 
   // Completes without waiting; still through the handler's executor, never inline.
   template <class Handler>
   void post_result(Handler& handler, const boost::system::error_code& ec, permit p) {
     auto ex = boost::asio::get_associated_executor(handler, executor_);
-    auto alloc = boost::asio::get_associated_allocator(handler);
-    boost::asio::post(ex, boost::asio::bind_allocator(
-                              alloc, [h = std::move(handler), ec, p = std::move(p)]() mutable {
-                                std::move(h)(ec, std::move(p));
-                              }));
+    auto alloc = detail::operation_allocator(handler);
+    detail::post_to(ex, alloc, [h = std::move(handler), ec, p = std::move(p)]() mutable {
+      std::move(h)(ec, std::move(p));
+    });
   }
 
   template <class K>

@@ -3,6 +3,7 @@
 #ifndef KEYSEM_DETAIL_ACQUIRE_OP_HPP
 #define KEYSEM_DETAIL_ACQUIRE_OP_HPP
 
+#include <keysem/detail/handler_work.hpp>
 #include <keysem/detail/key_state.hpp>
 #include <keysem/detail/shard.hpp>
 #include <keysem/detail/waiter_op.hpp>
@@ -11,11 +12,9 @@
 #include <boost/asio/associated_allocator.hpp>
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/associated_executor.hpp>
-#include <boost/asio/bind_allocator.hpp>
 #include <boost/asio/cancellation_type.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/asio/execution/outstanding_work.hpp>
-#include <boost/asio/post.hpp>
 #include <boost/asio/prefer.hpp>
 
 #include <cstdint>
@@ -76,13 +75,13 @@ template <class Key, class Handler, class IoExecutor>
 class acquire_op final : public waiter_op {
  public:
   using permit_type = basic_permit<Key>;
-  using allocator_type = boost::asio::associated_allocator_t<Handler>;
+  using allocator_type = operation_allocator_t<Handler>;
 
   // Allocates the op with the handler's associated allocator; the handler
   // moves in. Strong guarantee: on an exception the handler is untouched.
   static acquire_op& create(Handler& handler, key_state<Key>& key, std::uint32_t count,
                             const IoExecutor& io_executor) {
-    op_allocator alloc(boost::asio::get_associated_allocator(handler));
+    op_allocator alloc(operation_allocator(handler));
     acquire_op* op = std::allocator_traits<op_allocator>::allocate(alloc, 1);
     try {
       return *new (op) acquire_op(handler, key, count, io_executor);
@@ -99,9 +98,7 @@ class acquire_op final : public waiter_op {
     }
   }
 
-  allocator_type get_allocator() const noexcept {
-    return boost::asio::get_associated_allocator(handler_);
-  }
+  allocator_type get_allocator() const noexcept { return operation_allocator(handler_); }
 
  private:
   using op_allocator = typename std::allocator_traits<allocator_type>::template rebind_alloc<acquire_op>;
@@ -119,8 +116,7 @@ class acquire_op final : public waiter_op {
                                 boost::asio::cancellation_type::partial |
                                 boost::asio::cancellation_type::total;
       if ((type & honoured) != boost::asio::cancellation_type::none && op_->try_cancel()) {
-        boost::asio::post(op_->key().shard().strand(),
-                          boost::asio::bind_allocator(op_->get_allocator(), cancel_job(*op_)));
+        post_to(op_->key().shard().strand(), op_->get_allocator(), cancel_job(*op_));
       }
     }
 
@@ -168,7 +164,7 @@ class acquire_op final : public waiter_op {
     if (!ec) {
       self.permit_ = permit_access::adopt(static_cast<key_state<Key>&>(self.key()), self.count());
     }
-    boost::asio::post(self.work_, boost::asio::bind_allocator(self.get_allocator(), completion(self)));
+    post_to(self.work_, self.get_allocator(), completion(self));
   }
 
   static void do_destroy(waiter_op* base) noexcept { free(static_cast<acquire_op*>(base)); }

@@ -129,7 +129,24 @@ class keyed_shard final : public shard_base {
 
   void erase_locked(key_state_base& state) noexcept override {
     table_.erase(static_cast<state_type*>(&state));
+    shrink_if_sparse();
   }
+
+  // Memory follows live keys: a table grown by a burst of keys gives its
+  // slots back once it is mostly empty. Shrinking only at 1/16 occupancy (and
+  // growing at 7/8) keeps the rehash cost amortised O(1) per key.
+  void shrink_if_sparse() noexcept {
+    const std::size_t capacity = table_.bucket_count();
+    if (capacity > min_shrink_capacity && table_.size() * 16 < capacity) {
+      try {
+        table_.rehash(0);
+      } catch (...) {
+        // Out of memory while shrinking: keeping the larger table is fine.
+      }
+    }
+  }
+
+  static constexpr std::size_t min_shrink_capacity = 64;
 
   void destroy_state(key_state_base* state) noexcept override {
     auto* typed = static_cast<state_type*>(state);

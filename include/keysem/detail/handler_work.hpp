@@ -1,0 +1,69 @@
+// Running small functions on a handler's executor, with the handler's allocator.
+#ifndef KEYSEM_DETAIL_HANDLER_WORK_HPP
+#define KEYSEM_DETAIL_HANDLER_WORK_HPP
+
+#include <boost/asio/associated_allocator.hpp>
+#include <boost/asio/execution/allocator.hpp>
+#include <boost/asio/execution/blocking.hpp>
+#include <boost/asio/execution/execute.hpp>
+#include <boost/asio/execution/executor.hpp>
+#include <boost/asio/execution/relationship.hpp>
+#include <boost/asio/prefer.hpp>
+#include <boost/asio/recycling_allocator.hpp>
+#include <boost/asio/require.hpp>
+
+#include <memory>
+#include <type_traits>
+#include <utility>
+
+namespace keysem::detail {
+
+// The allocator for an operation's memory: the handler's associated
+// allocator, or asio's per-thread recycling allocator when the handler has
+// none (asio's own operations do the same), so a waiting acquire usually
+// costs no trip to malloc.
+template <class Handler>
+auto operation_allocator(const Handler& handler) {
+  using associated = boost::asio::associated_allocator_t<Handler>;
+  if constexpr (std::is_same_v<associated, std::allocator<void>>) {
+    return boost::asio::recycling_allocator<void>();
+  } else {
+    return boost::asio::get_associated_allocator(handler);
+  }
+}
+
+template <class Handler>
+using operation_allocator_t = decltype(operation_allocator(std::declval<const Handler&>()));
+
+// Posts f to ex. asio::post would wrap a function that carries an allocator
+// in a work_dispatcher (a second tracked executor and a second dispatch);
+// these functions already target the right executor and need neither.
+template <class Executor, class Allocator, class Function>
+void post_to(const Executor& ex, const Allocator& alloc, Function&& f) {
+  if constexpr (boost::asio::execution::is_executor<Executor>::value) {
+    boost::asio::execution::execute(
+        boost::asio::prefer(boost::asio::require(ex, boost::asio::execution::blocking.never),
+                            boost::asio::execution::relationship.fork,
+                            boost::asio::execution::allocator(alloc)),
+        std::forward<Function>(f));
+  } else {
+    ex.post(std::forward<Function>(f), alloc);  // a Networking TS style executor
+  }
+}
+
+// Like post_to, but may run f at once when the caller already runs in ex.
+template <class Executor, class Allocator, class Function>
+void dispatch_to(const Executor& ex, const Allocator& alloc, Function&& f) {
+  if constexpr (boost::asio::execution::is_executor<Executor>::value) {
+    boost::asio::execution::execute(
+        boost::asio::prefer(ex, boost::asio::execution::blocking.possibly,
+                            boost::asio::execution::allocator(alloc)),
+        std::forward<Function>(f));
+  } else {
+    ex.dispatch(std::forward<Function>(f), alloc);
+  }
+}
+
+}  // namespace keysem::detail
+
+#endif
