@@ -75,6 +75,7 @@ void w4_own_keys(benchmark::State& state) {
   const auto threads = static_cast<std::size_t>(state.range(0));
   const int rounds = settings().smoke ? 2'000 : (use_coroutine ? 100'000 : 1'000'000);
   failures failed;
+  const double cpu_before = process_cpu_seconds();
   for (auto _ : state) {
     asio::thread_pool pool(threads);
     Sem sem(pool, 4);
@@ -100,6 +101,7 @@ void w4_own_keys(benchmark::State& state) {
     }
     pool.join();
   }
+  report_cpu(state, process_cpu_seconds() - cpu_before, static_cast<double>(w4_tasks) * rounds);
   failed.report(state);
   report_ops(state, static_cast<double>(w4_tasks) * rounds);
 }
@@ -139,6 +141,7 @@ void w5_contended(benchmark::State& state) {
   const int rounds = settings().smoke ? 50 : 2'000;
   failures failed;
   std::atomic<std::uint64_t> granted{0};
+  const double cpu_before = process_cpu_seconds();
   for (auto _ : state) {
     asio::thread_pool pool(2);
     Sem sem(pool, 1);
@@ -154,6 +157,7 @@ void w5_contended(benchmark::State& state) {
     }
     pool.join();
   }
+  report_cpu(state, process_cpu_seconds() - cpu_before, static_cast<double>(tasks) * rounds);
   if (!failed.report(state) && granted.load() != static_cast<std::uint64_t>(state.iterations()) * tasks * rounds) {
     state.SkipWithError("lost hand-offs");
   }
@@ -249,7 +253,9 @@ void w7_server_mix(benchmark::State& state) {
   std::vector<std::uint32_t> all;
   std::size_t requests = 0;
   std::size_t abandoned_total = 0;
+  double cpu_seconds = 0;
   for (auto _ : state) {
+    const double cpu_before = process_cpu_seconds();
     asio::thread_pool pool(2);
     Sem sem(pool, 4);
     std::vector<typename Sem::permit> stall;
@@ -265,6 +271,7 @@ void w7_server_mix(benchmark::State& state) {
                      w7_worker(sem, plan, plan.requests[w], latencies[w], abandoned[w]), failed.handler());
     }
     pool.wait();
+    cpu_seconds += process_cpu_seconds() - cpu_before;
     state.PauseTiming();
     for (std::size_t w = 0; w < w7_workers; ++w) {
       all.insert(all.end(), latencies[w].begin(), latencies[w].end());
@@ -283,6 +290,7 @@ void w7_server_mix(benchmark::State& state) {
   };
   state.counters["p50_ns"] = percentile(0.50);
   state.counters["p99_ns"] = percentile(0.99);
+  report_cpu(state, cpu_seconds, static_cast<double>(requests) / static_cast<double>(state.iterations()));
   state.counters["abandoned_pct"] = 100.0 * static_cast<double>(abandoned_total) / static_cast<double>(requests);
   report_ops(state, static_cast<double>(requests) / static_cast<double>(state.iterations()));
 }

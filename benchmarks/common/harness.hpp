@@ -21,6 +21,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <exception>
 #include <new>
 #include <string>
@@ -130,6 +131,21 @@ inline void report_ops(benchmark::State& state, double ops_per_iteration) {
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * ops_per_iteration));
   state.counters["ns_per_op"] = benchmark::Counter(
       ops_per_iteration, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+}
+
+// CPU time of the whole process (every thread), for multi-threaded
+// workloads: unlike their wall time it does not grow when other processes
+// take the CPUs away, so it compares the contenders' efficiency even on a
+// busy machine.
+inline double process_cpu_seconds() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
+inline void report_cpu(benchmark::State& state, double cpu_seconds, double ops_per_iteration) {
+  const double ops = static_cast<double>(state.iterations()) * ops_per_iteration;
+  state.counters["cpu_ns_per_op"] = ops > 0 ? cpu_seconds * 1e9 / ops : 0.0;
 }
 
 inline void report_allocations(benchmark::State& state, std::uint64_t allocations,
