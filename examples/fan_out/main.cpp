@@ -79,6 +79,7 @@ asio::awaitable<batch_result> run_batch(const std::vector<job>& jobs, std::size_
   using op_type =
       decltype(asio::co_spawn(ex, run_job(limiter, jobs[0], 0, running), asio::deferred));
   std::vector<op_type> ops;
+  ops.reserve(jobs.size());
   for (const job& j : jobs) {
     ops.push_back(asio::co_spawn(ex, run_job(limiter, j, failing_job, running), asio::deferred));
   }
@@ -147,7 +148,7 @@ asio::awaitable<bool> run_both() {
 int main() {
   asio::io_context ctx;
   bool ok = false;
-  asio::co_spawn(ctx, run_both(), [&ok](std::exception_ptr e, bool result) {
+  asio::co_spawn(ctx, run_both(), [&ok](const std::exception_ptr& e, bool result) {
     if (e) {
       std::rethrow_exception(e);
     }

@@ -135,9 +135,10 @@ asio::awaitable<void> self_test(const server& srv, std::map<std::string, int>& a
   auto ex = co_await asio::this_coro::executor;
   const tcp::endpoint ep = srv.local_endpoint();
   for (int i = 0; i < 6; ++i) {
-    asio::co_spawn(ex, client(ep), [&answers](std::exception_ptr e, std::string answer) {
-      ++answers[e ? "failed" : answer];
-    });
+    asio::co_spawn(ex, client(ep),
+                   [&answers](const std::exception_ptr& e, const std::string& answer) {
+                     ++answers[e ? "failed" : answer];
+                   });
   }
   asio::steady_timer poll(ex);
   while (srv.limiter().in_use("acme") != 2 || srv.limiter().waiting("acme") != 4) {
@@ -148,7 +149,7 @@ asio::awaitable<void> self_test(const server& srv, std::map<std::string, int>& a
   std::raise(SIGTERM);  // delivered to the signal_set, as from `kill`
 
   // Once the acceptor is closed, new connections are refused.
-  while (srv.limiter().is_closed() == false) {
+  while (!srv.limiter().is_closed()) {
     poll.expires_after(1ms);
     co_await poll.async_wait(asio::use_awaitable);
   }

@@ -206,8 +206,8 @@ class http_server {
   std::string metrics() const {
     struct row {
       std::string tenant;
-      std::size_t in_use;
-      std::size_t waiting;
+      std::size_t in_use = 0;
+      std::size_t waiting = 0;
     };
     std::vector<row> rows;
     {
@@ -423,12 +423,13 @@ int load(const command_line& cmd) {
   }
   asio::io_context ctx;
   http_load_report report;
-  asio::co_spawn(ctx, run_http_load(options), [&report](std::exception_ptr e, http_load_report r) {
-    if (e) {
-      std::rethrow_exception(e);
-    }
-    report = std::move(r);
-  });
+  asio::co_spawn(ctx, run_http_load(options),
+                 [&report](const std::exception_ptr& e, http_load_report r) {
+                   if (e) {
+                     std::rethrow_exception(e);
+                   }
+                   report = std::move(r);
+                 });
   ctx.run();
   return print_load_table(report) ? 0 : 1;
 }

@@ -23,6 +23,7 @@
 #include <boost/asio/experimental/channel.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <map>
 #include <set>
@@ -31,7 +32,7 @@
 namespace asio = boost::asio;
 
 struct item {
-  std::size_t id;
+  std::size_t id = 0;
   std::string tenant;
   std::string trail;  // which stages saw it
 };
@@ -60,7 +61,7 @@ class task_group {
 
   void spawn(asio::awaitable<void> task) {
     ++live_;
-    asio::co_spawn(ex_, std::move(task), [this](std::exception_ptr e) {
+    asio::co_spawn(ex_, std::move(task), [this](const std::exception_ptr& e) {
       if (e && !error_) {
         error_ = e;
       }
@@ -142,11 +143,11 @@ asio::awaitable<void> sink(item_channel& in, std::set<std::size_t>& seen, std::s
 
 int main() {
   constexpr std::size_t items = 120;
-  const stage_spec specs[] = {{"fetch", 3, 3}, {"parse", 1, 1}, {"store", 2, 2}};
+  const std::array<stage_spec, 3> specs = {{{"fetch", 3, 3}, {"parse", 1, 1}, {"store", 2, 2}}};
 
   asio::io_context ctx;
   item_channel to_fetch(ctx), to_parse(ctx), to_store(ctx), to_sink(ctx);
-  stage_stats stats[3];
+  std::array<stage_stats, 3> stats;
   std::set<std::size_t> seen;
   std::size_t duplicates = 0, incomplete = 0;
 
@@ -157,7 +158,7 @@ int main() {
                      stage(specs[1], to_parse, to_store, stats[1]) &&  //
                      stage(specs[2], to_store, to_sink, stats[2]) &&   //
                      sink(to_sink, seen, duplicates, incomplete),
-                 [](std::exception_ptr e) {
+                 [](const std::exception_ptr& e) {
                    if (e) {
                      std::rethrow_exception(e);
                    }

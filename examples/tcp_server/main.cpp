@@ -24,6 +24,7 @@
 #include <boost/asio.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -183,7 +184,8 @@ double percentile(std::vector<double> values, double p) {
     return 0;
   }
   std::sort(values.begin(), values.end());
-  const auto rank = static_cast<std::size_t>(p * static_cast<double>(values.size() - 1) + 0.5);
+  const auto rank =
+      static_cast<std::size_t>(std::lround(p * static_cast<double>(values.size() - 1)));
   return values[rank];
 }
 
@@ -239,7 +241,7 @@ int main(int argc, char** argv) {
   load_report report;
   std::exception_ptr failure;
   asio::co_spawn(client_ctx, run_load(options), [&](std::exception_ptr e, load_report r) {
-    failure = e;
+    failure = std::move(e);
     report = std::move(r);
   });
   client_ctx.run();

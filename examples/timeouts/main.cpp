@@ -115,7 +115,7 @@ int main() {
   keyed_semaphore sem(ctx, 1);  // one at a time per key: easy to make it busy
 
   bool ok = false;
-  asio::co_spawn(ctx, run_all(sem), [&ok](std::exception_ptr e, bool result) {
+  asio::co_spawn(ctx, run_all(sem), [&ok](const std::exception_ptr& e, bool result) {
     if (e) {
       std::rethrow_exception(e);
     }

@@ -19,6 +19,7 @@
 #include <boost/asio.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <map>
 #include <memory>
@@ -58,7 +59,7 @@ bool run_costs() {
   budget_stats stats;
   // Index 2 costs 8: it must wait for 1 + 3 to finish, and the small tasks
   // 3, 4, 5 queued behind it wait too, although they would fit earlier.
-  const std::size_t costs[] = {1, 3, 8, 1, 1, 2, 10, 4, 5, 1};
+  const std::array<std::size_t, 10> costs = {1, 3, 8, 1, 1, 2, 10, 4, 5, 1};
   for (const char* tenant : {"acme", "globex"}) {
     for (int i = 0; i < 10; ++i) {
       asio::co_spawn(ctx, costly_task(budgets, tenant, i, costs[i], stats), asio::detached);
@@ -137,7 +138,7 @@ class connection_pool {
       conn = std::move(idle.back());
       idle.pop_back();
     } else {
-      conn.reset(new db_connection{database, ++stats.opened});  // "connect"
+      conn = std::make_unique<db_connection>(db_connection{database, ++stats.opened});  // "connect"
     }
     stats.peak_checked_out = std::max(stats.peak_checked_out, ++stats.checked_out);
     co_return pooled(*this, std::move(conn), std::move(permit));

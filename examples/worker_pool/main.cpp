@@ -49,9 +49,9 @@ struct job {
 
 struct batch {
   std::vector<job> jobs;
-  std::size_t failing_job;
+  std::size_t failing_job = 0;
   std::vector<std::optional<long>> results;
-  std::size_t gates_left;
+  std::size_t gates_left = 0;
   std::map<std::string, std::size_t> running, peak;
 };
 
@@ -167,7 +167,7 @@ asio::awaitable<bool> run_both() {
 int main() {
   asio::io_context ctx;
   bool ok = false;
-  asio::co_spawn(ctx, run_both(), [&ok](std::exception_ptr e, bool result) {
+  asio::co_spawn(ctx, run_both(), [&ok](const std::exception_ptr& e, bool result) {
     if (e) {
       std::rethrow_exception(e);
     }
