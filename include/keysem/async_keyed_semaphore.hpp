@@ -202,7 +202,11 @@ class async_keyed_semaphore {
   /// operation_aborted, leaves the queue and changes no count: it has no
   /// side effects. Once the permits are granted the cancellation is ignored
   /// and the handler receives them; the slot is cleared before the handler
-  /// runs. The signal may be emitted from any thread.
+  /// runs. keysem's side of the race is thread-safe (one compare-and-swap
+  /// decides it), but asio's cancellation slots are not: emit the signal
+  /// from the executor the handler runs on, as for any asio operation. In a
+  /// `parallel_group` or an awaitable operator on a multi-threaded context,
+  /// bind the acquire and its siblings to one strand.
   ///
   /// The key is copied (or moved) into the operation: the caller's object may
   /// be destroyed as soon as acquire() returns.
