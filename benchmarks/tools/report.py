@@ -196,6 +196,15 @@ def scaling_table(res):
     return table(header, rows)
 
 
+def handoff_table(res):
+    header = ["hand-offs per second", "keysem", "mutex baseline", "channel baseline"]
+    rows = []
+    for label, name in (("W3: 8 coroutines, one key, limit 1, one thread", "W3.handoff"),
+                        ("W5: 8 tasks, one key, limit 1, thread_pool(2)", "W5.contended")):
+        rows.append([label] + [fmt_rate(res.get(name, impl)) for impl in IMPLS])
+    return table(header, rows)
+
+
 def cpu_table(res):
     header = ["workload", "keysem", "mutex baseline", "channel baseline", "keysem / mutex"]
     rows = []
@@ -432,6 +441,9 @@ def main():
     doc.append(time_table(res))
     doc.append("")
     doc.append(post_table(res))
+    doc.append("")
+    doc.append("## Contended hand-off throughput (W3, W5)\n")
+    doc.append(handoff_table(res))
     doc.append("")
     doc.append("## Multi-threaded workloads: CPU time per operation\n")
     doc.append("CPU time of the whole process (all threads) per operation, median. Unlike wall time it does "
