@@ -171,45 +171,28 @@ TEST_CASE("cancellation: emitting before the enqueue job has run still aborts cl
 
 TEST_CASE("cancellation: acquire || timer returns the timer's branch and leaves no waiter") {
   using namespace asio::experimental::awaitable_operators;
-  asio::io_context ctx;
-  keyed_semaphore sem(ctx, 1);
-  auto held = sem.try_acquire("k");
-  bool timer_won = false;
-  asio::co_spawn(
-      ctx,
-      [&]() -> asio::awaitable<void> {
-        asio::steady_timer timer(ctx, std::chrono::milliseconds(1));
-        auto winner = co_await (sem.acquire("k", asio::use_awaitable) || timer.async_wait(asio::use_awaitable));
-        timer_won = winner.index() == 1;
-      },
-      asio::detached);
-  ctx.run();
-  CHECK(timer_won);
-  CHECK(sem.waiting("k") == 0);
-  CHECK(sem.in_use("k") == 1);
-  held->release();
-  CHECK(sem.key_count() == 0);
-}
-
-TEST_CASE("cancellation: the default-token acquire || timer works the same way") {
-  using namespace asio::experimental::awaitable_operators;
-  asio::io_context ctx;
-  keyed_semaphore sem(ctx, 1);
-  auto held = sem.try_acquire("k");
-  bool timer_won = false;
-  asio::co_spawn(
-      ctx,
-      [&]() -> asio::awaitable<void> {
-        asio::steady_timer timer(ctx, std::chrono::milliseconds(1));
-        auto winner = co_await (sem.acquire("k") || timer.async_wait(asio::use_awaitable));
-        timer_won = winner.index() == 1;
-      },
-      asio::detached);
-  ctx.run();
-  CHECK(timer_won);
-  CHECK(sem.waiting("k") == 0);
-  held->release();
-  CHECK(sem.key_count() == 0);
+  for (const bool explicit_token : {false, true}) {
+    CAPTURE(explicit_token);
+    asio::io_context ctx;
+    keyed_semaphore sem(ctx, 1);
+    auto held = sem.try_acquire("k");
+    bool timer_won = false;
+    asio::co_spawn(
+        ctx,
+        [&]() -> asio::awaitable<void> {
+          asio::steady_timer timer(ctx, std::chrono::milliseconds(1));
+          auto acquire = explicit_token ? sem.acquire("k", asio::use_awaitable) : sem.acquire("k");
+          auto winner = co_await (std::move(acquire) || timer.async_wait(asio::use_awaitable));
+          timer_won = winner.index() == 1;
+        },
+        asio::detached);
+    ctx.run();
+    CHECK(timer_won);
+    CHECK(sem.waiting("k") == 0);
+    CHECK(sem.in_use("k") == 1);
+    held->release();
+    CHECK(sem.key_count() == 0);
+  }
 }
 
 TEST_CASE("cancellation: a coroutine already cancelled is refused even when permits are free") {

@@ -5,9 +5,12 @@
 #include <keysem/detail/core.hpp>
 #include <keysem/detail/keyed_shard.hpp>
 
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/execution/context.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/query.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/unordered/hash_traits.hpp>
 
 #include <bit>
@@ -16,8 +19,26 @@
 #include <memory>
 #include <new>
 #include <thread>
+#include <type_traits>
 
 namespace keysem::detail {
+
+// A shard's strand. Over the usual io_context or thread_pool executor, the
+// strand is built on the concrete executor rather than on the type-erased
+// one: it then fits any_io_executor's small buffer, and every strand pass
+// saves the allocations and indirect calls of two layers of type erasure.
+template <class Executor>
+boost::asio::any_io_executor make_shard_strand(const Executor& ex) {
+  if constexpr (std::is_same_v<Executor, boost::asio::any_io_executor>) {
+    if (const auto* io = ex.template target<boost::asio::io_context::executor_type>()) {
+      return boost::asio::make_strand(*io);
+    }
+    if (const auto* pool = ex.template target<boost::asio::thread_pool::executor_type>()) {
+      return boost::asio::make_strand(*pool);
+    }
+  }
+  return boost::asio::make_strand(ex);
+}
 
 // Default shard count: a few per hardware thread, so that keys on different
 // threads rarely meet on one shard's lock.
@@ -41,7 +62,7 @@ class semaphore_impl final : public core_base {
     std::size_t built = 0;
     try {
       for (; built < count_; ++built) {
-        new (&shards_[built]) shard_type(*this, boost::asio::make_strand(ex), hash, equal);
+        new (&shards_[built]) shard_type(*this, make_shard_strand(ex), hash, equal);
       }
       // After the strands: the service must shut down before the strand
       // service does, and asio shuts services down newest first.
