@@ -1,0 +1,343 @@
+// Runs a sequence against the model and the real semaphore in lock step,
+// compares every observable after every step, and shrinks failing sequences.
+#ifndef KEYSEM_TESTS_MODEL_CHECKER_HPP
+#define KEYSEM_TESTS_MODEL_CHECKER_HPP
+
+#include "model.hpp"
+#include "sequence.hpp"
+#include "system.hpp"
+
+#include <exception>
+#include <functional>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace keysem::model {
+
+struct failure {
+  std::size_t step = 0;  // index into the sequence, or steps.size() for the teardown
+  std::string what;
+};
+
+// Counters for docs/reliability.md.
+struct run_stats {
+  std::size_t sequences = 0;
+  std::size_t steps_applied = 0;
+  std::size_t steps_skipped = 0;
+  std::size_t handlers_run = 0;
+};
+
+namespace detail {
+
+template <class T>
+std::string show(const std::vector<T>& v) {
+  std::ostringstream out;
+  out << "[";
+  for (std::size_t i = 0; i < v.size(); ++i) out << (i ? " " : "") << v[i];
+  out << "]";
+  return out.str();
+}
+
+inline std::string show(const std::vector<std::pair<int, int>>& v) {
+  std::ostringstream out;
+  out << "[";
+  for (std::size_t i = 0; i < v.size(); ++i) out << (i ? " " : "") << "k" << v[i].first << "x" << v[i].second;
+  out << "]";
+  return out.str();
+}
+
+inline std::string show(const op_view& v) {
+  std::string s = name(v.f);
+  if (v.f == fate::completed) s += std::string("(") + name(v.ec) + "," + std::to_string(v.count) + ")";
+  return s;
+}
+
+inline std::string compare(const observation& m, const observation& r) {
+  std::ostringstream out;
+  if (m.sem_alive != r.sem_alive) out << "semaphore alive: model " << m.sem_alive << ", real " << r.sem_alive << "; ";
+  if (m.sem_alive && r.sem_alive) {
+    if (m.closed != r.closed) out << "is_closed: model " << m.closed << ", real " << r.closed << "; ";
+    if (m.key_count != r.key_count) out << "key_count: model " << m.key_count << ", real " << r.key_count << "; ";
+    if (m.in_use != r.in_use) out << "in_use: model " << show(m.in_use) << ", real " << show(r.in_use) << "; ";
+    if (m.available != r.available)
+      out << "available: model " << show(m.available) << ", real " << show(r.available) << "; ";
+    if (m.waiting != r.waiting) out << "waiting: model " << show(m.waiting) << ", real " << show(r.waiting) << "; ";
+  }
+  if (m.ops.size() != r.ops.size()) {
+    out << "op count: model " << m.ops.size() << ", real " << r.ops.size() << "; ";
+  } else {
+    for (std::size_t i = 0; i < m.ops.size(); ++i) {
+      if (!m.ops[i].observable) continue;
+      if (!(m.ops[i] == r.ops[i])) out << "op #" << i << ": model " << show(m.ops[i]) << ", real " << show(r.ops[i]) << "; ";
+    }
+  }
+  if (m.table != r.table) out << "permits held: model " << show(m.table) << ", real " << show(r.table) << "; ";
+  return out.str();
+}
+
+}  // namespace detail
+
+class runner {
+ public:
+  explicit runner(const sequence& seq) : seq_(seq), model_(seq.cfg), real_(seq.cfg) {}
+
+  std::optional<failure> run(run_stats* stats = nullptr) {
+    stats_ = stats;
+    if (stats_) ++stats_->sequences;
+    try {
+      for (std::size_t i = 0; i < seq_.steps.size(); ++i) {
+        if (auto f = apply(seq_.steps[i], i)) return f;
+      }
+      return teardown();
+    } catch (const std::exception& e) {
+      return failure{index_, std::string("unexpected exception: ") + e.what()};
+    }
+  }
+
+ private:
+  std::optional<failure> apply(const step& s, std::size_t index) {
+    index_ = index;
+    const resolved r = model_.resolve(s);
+    if (r.skip) {
+      if (stats_) ++stats_->steps_skipped;
+      return std::nullopt;
+    }
+    if (stats_) ++stats_->steps_applied;
+    // The real system first: its log of invoked handlers is the model's
+    // oracle where the contract leaves an order open (see model.hpp).
+    long actual = -1;
+    try {
+      actual = real_.apply(s, r);
+    } catch (const std::exception& e) {
+      return failure{index, std::string("'") + print(s) + "' threw " + e.what()};
+    }
+    model_.set_oracle(real_.take_log());
+    const long expected = model_.apply(s, r);
+    if (const std::string divergence = model_.take_divergence(); !divergence.empty()) {
+      return failure{index, "'" + print(s) + "': handler order: " + divergence};
+    }
+    if (expected != actual) {
+      return failure{index, "'" + print(s) + "' ran " + std::to_string(actual) + " handlers, model predicted " +
+                                std::to_string(expected)};
+    }
+    if (stats_ && expected > 0) stats_->handlers_run += static_cast<std::size_t>(expected);
+    if (s.what == kind::try_acquire && model_.last_try() != real_.last_try()) {
+      return failure{index, "'" + print(s) + "' returned " + std::to_string(real_.last_try()) + ", model " +
+                                std::to_string(model_.last_try())};
+    }
+    return check("after '" + print(s) + "'");
+  }
+
+  std::optional<failure> check(const std::string& where) {
+    for (int id : model_.futures_to_collect()) {
+      const bool broken = model_.observe().ops[static_cast<std::size_t>(id)].f == fate::destroyed;
+      model_.collect_future(id);
+      real_.collect_future(id, broken);
+    }
+    for (std::size_t id = 0; id < model_.op_count(); ++id) {
+      if (model_.op_token(static_cast<int>(id)) == token::future && model_.future_pending(static_cast<int>(id))) {
+        real_.check_future_pending(static_cast<int>(id));
+      }
+    }
+    if (auto internal = model_.self_check(); !internal.empty()) return failure{index_, internal};
+    const std::string diff = detail::compare(model_.observe(), real_.observe());
+    const std::string problems = real_.problems();
+    if (!diff.empty() || !problems.empty()) {
+      return failure{index_, where + ": " + diff + problems};
+    }
+    return std::nullopt;
+  }
+
+  std::optional<failure> step_both(kind what, int target = 0) {
+    step s;
+    s.what = what;
+    s.target = target;
+    return apply(s, seq_.steps.size());
+  }
+
+  std::optional<failure> quiesce() {
+    for (int round = 0; round < 1000; ++round) {
+      const std::size_t before0 = model_.ctx_alive(0) ? model_.queued(0) : 0;
+      const std::size_t before1 = model_.ctx_alive(1) ? model_.queued(1) : 0;
+      if (before0 == 0 && before1 == 0) return std::nullopt;
+      if (before0 != 0) {
+        if (auto f = step_both(kind::poll)) return f;
+      }
+      if (before1 != 0) {
+        if (auto f = step_both(kind::poll2)) return f;
+      }
+    }
+    return failure{seq_.steps.size(), "teardown: the contexts never became idle (model)"};
+  }
+
+  std::optional<failure> teardown() {
+    index_ = seq_.steps.size();
+    if (auto f = quiesce()) return f;
+    // Give every permit back, oldest first, letting waiters in as we go.
+    for (int round = 0; model_.table_size() != 0; ++round) {
+      if (round > 10000) return failure{index_, "teardown: permits keep coming (model)"};
+      if (auto f = step_both(kind::release, 0)) return f;
+      if (auto f = quiesce()) return f;
+    }
+    // Liveness: with every permit back and the contexts idle, nothing waits.
+    if (model_.any_pending_op()) {
+      return failure{index_, "teardown: the model still has pending ops " + detail::show(model_.pending_ops()) +
+                                 " (a model bug)"};
+    }
+    const observation end = model_.observe();
+    if (end.sem_alive && end.key_count != 0) {
+      return failure{index_, "teardown: the model still counts keys (a model bug)"};
+    }
+    if (model_.sem_alive()) {
+      if (auto f = step_both(kind::destroy_sem)) return f;
+      if (auto f = quiesce()) return f;
+    }
+    if (model_.ctx_alive(0)) {
+      if (auto f = step_both(kind::destroy_ctx)) return f;
+    }
+    if (model_.ctx_alive(1)) {
+      if (auto f = step_both(kind::destroy_ctx2)) return f;
+    }
+    if (auto problems = real_.final_problems(); !problems.empty()) {
+      return failure{index_, "teardown: " + problems};
+    }
+    return std::nullopt;
+  }
+
+  const sequence& seq_;
+  model model_;
+  system real_;
+  run_stats* stats_ = nullptr;
+  std::size_t index_ = 0;
+};
+
+inline std::optional<failure> check_sequence(const sequence& seq, run_stats* stats = nullptr) {
+  runner r(seq);
+  return r.run(stats);
+}
+
+// --------------------------------------------------------------------------
+// Shrinking: delete chunks of steps, then simplify what is left, for as long
+// as the sequence still fails. Any failure counts: the shortest sequence that
+// still fails is what a reader wants first.
+// --------------------------------------------------------------------------
+inline sequence shrink(sequence seq, const std::function<bool(const sequence&)>& fails, int budget = 4000) {
+  auto attempt = [&](const sequence& candidate) {
+    if (budget-- <= 0) return false;
+    return fails(candidate);
+  };
+  // Steps after the failing one never matter: the runner stops there.
+  bool progress = true;
+  while (progress && budget > 0) {
+    progress = false;
+    for (std::size_t chunk = std::max<std::size_t>(1, seq.steps.size() / 2); chunk >= 1; chunk /= 2) {
+      for (std::size_t start = 0; start + chunk <= seq.steps.size();) {
+        sequence candidate = seq;
+        candidate.steps.erase(candidate.steps.begin() + static_cast<std::ptrdiff_t>(start),
+                              candidate.steps.begin() + static_cast<std::ptrdiff_t>(start + chunk));
+        if (attempt(candidate)) {
+          seq = std::move(candidate);
+          progress = true;
+        } else {
+          start += chunk;
+        }
+      }
+      if (chunk == 1) break;
+    }
+    // Simplify individual steps.
+    for (std::size_t i = 0; i < seq.steps.size(); ++i) {
+      const step original = seq.steps[i];
+      std::vector<step> variants;
+      auto variant = [&](auto change) {
+        step s = seq.steps[i];
+        change(s);
+        if (print(s) != print(seq.steps[i])) variants.push_back(s);
+      };
+      variant([](step& s) { s.then = handler_action{}; });
+      variant([](step& s) { s.cancellable = false; });
+      variant([](step& s) { s.tok = token::callback; });
+      variant([](step& s) { s.n = 1; });
+      variant([](step& s) { s.key = 0; });
+      variant([](step& s) { s.target = 0; });
+      variant([](step& s) { s.type = sig::terminal; });
+      variant([](step& s) { s.then.target = 0; s.then.key = 0; s.then.n = 1; });
+      if (original.what == kind::poll) variant([](step& s) { s.what = kind::poll_one; });
+      for (const step& v : variants) {
+        sequence candidate = seq;
+        candidate.steps[i] = v;
+        if (attempt(candidate)) {
+          seq = std::move(candidate);
+          progress = true;
+        }
+      }
+    }
+    // Simplify the configuration.
+    for (int shards : {1, 2}) {
+      if (shards < seq.cfg.shards) {
+        sequence candidate = seq;
+        candidate.cfg.shards = shards;
+        if (attempt(candidate)) {
+          seq = std::move(candidate);
+          progress = true;
+          break;
+        }
+      }
+    }
+    if (seq.cfg.keys > 1) {
+      sequence candidate = seq;
+      candidate.cfg.keys -= 1;
+      for (step& s : candidate.steps) {
+        s.key %= candidate.cfg.keys;
+        s.then.key %= candidate.cfg.keys;
+      }
+      if (attempt(candidate)) {
+        seq = std::move(candidate);
+        progress = true;
+      }
+    }
+  }
+  return seq;
+}
+
+// What kind of failure this is, so that shrinking keeps looking at the same
+// one: the first mismatch's label (e.g. "waiting", "op #"), digits removed.
+inline std::string signature(const std::string& what) {
+  std::string text = what;
+  if (text.rfind("after '", 0) == 0) {
+    const auto end = text.find("': ");
+    if (end != std::string::npos) text = text.substr(end + 3);
+  }
+  if (text.rfind("teardown: ", 0) == 0) text = text.substr(10);
+  if (text.front() == '\'') {
+    const auto end = text.find('\'', 1);
+    if (end != std::string::npos) text = text.substr(end + 1);
+  }
+  text = text.substr(0, text.find(':'));
+  std::string out;
+  for (char c : text) {
+    if (c < '0' || c > '9') out += c;
+  }
+  return out;
+}
+
+inline std::string report(std::uint64_t seed, const sequence& original, const failure& first) {
+  std::ostringstream out;
+  out << "model check failed, seed " << seed << " (" << original.steps.size() << " steps), at step " << first.step
+      << ": " << first.what << "\n";
+  const std::string kind_of_failure = signature(first.what);
+  const sequence shrunk = shrink(original, [&](const sequence& s) {
+    const auto f = check_sequence(s);
+    return f.has_value() && signature(f->what) == kind_of_failure;
+  });
+  const auto again = check_sequence(shrunk);
+  out << "shrunk to " << shrunk.steps.size() << " steps";
+  if (again) out << ", failing at step " << again->step << ": " << again->what;
+  out << "\n--- replay: save as a file and run with KEYSEM_MODEL_REPLAY=<file> ---\n" << print(shrunk) << "---\n";
+  return out.str();
+}
+
+}  // namespace keysem::model
+
+#endif

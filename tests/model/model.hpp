@@ -1,0 +1,1190 @@
+// The reference model of async_keyed_semaphore, and of just enough of asio to
+// say when each of its jobs runs.
+//
+// Two layers:
+//
+// 1. The contract (README "What it promises", the header comments and
+//    docs/design.md), per key: permits held, the FIFO queue of weighted
+//    waiters, the waiter count, the drain-pending flag; per semaphore: open /
+//    closed / destroyed, and whether its context is gone. These are small
+//    and written from the documentation, not from src/.
+//
+// 2. The schedule: the io_context's ready queue, every strand's ready and
+//    waiting queues, and when a dispatch runs inline. The semaphore's
+//    documented jobs (enqueue, drain, cancel, close/destroy) are modelled as
+//    strand jobs, so a poll_one() step is predicted exactly. This mirrors
+//    asio 1.81 (strand_executor_service, scheduler), not keysem:
+//    - post(strand, f): f joins the strand's waiting queue if the strand is
+//      locked; otherwise it becomes the strand's ready batch and an invoker
+//      is posted to the context.
+//    - dispatch(strand, f) from inside the context's run (a handler running
+//      on this thread): runs f at once if the strand is running here, or if
+//      the strand is idle (the invoker is dispatched inline too).
+//    - An invoker runs its ready batch; on exit, what queued up meanwhile
+//      becomes the next batch and a new invoker is posted at the back.
+//    - Destroying a context: services shut down newest first — the keysem
+//      service (detach every semaphore), then the strand service (each
+//      strand's waiting jobs, then its ready jobs, destroyed unrun), then the
+//      scheduler (queued handlers destroyed unrun).
+//
+// One order is left open by the contract: a close/destroy job completes the
+// queued ops of every key of its shard, FIFO within a key, keys in an
+// unspecified order (the table's). The model does not guess it: the real
+// system runs each step first and logs the handlers it invoked; the model
+// follows that log for such a batch, checking that it is a legal order (each
+// key's ops in FIFO order, each key's ops together, one key order for every
+// executor), and checks the log against its own prediction everywhere else.
+#ifndef KEYSEM_TESTS_MODEL_MODEL_HPP
+#define KEYSEM_TESTS_MODEL_MODEL_HPP
+
+#include "sequence.hpp"
+
+#include <algorithm>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace keysem::model {
+
+enum class ec_kind : std::uint8_t { ok, closed, aborted, invalid };
+
+inline const char* name(ec_kind e) {
+  switch (e) {
+    case ec_kind::ok: return "ok";
+    case ec_kind::closed: return "closed";
+    case ec_kind::aborted: return "operation_aborted";
+    case ec_kind::invalid: return "invalid_argument";
+  }
+  return "?";
+}
+
+// What became of an acquire's handler.
+enum class fate : std::uint8_t {
+  pending,        // not invoked, still alive somewhere
+  completed,      // invoked once
+  destroyed,      // destroyed without being invoked (its context died)
+  never_started,  // a coroutine that found the semaphore gone when it started
+};
+
+inline const char* name(fate f) {
+  switch (f) {
+    case fate::pending: return "pending";
+    case fate::completed: return "completed";
+    case fate::destroyed: return "destroyed";
+    case fate::never_started: return "never_started";
+  }
+  return "?";
+}
+
+// Everything the checker compares after every step.
+struct op_view {
+  fate f = fate::pending;
+  ec_kind ec = ec_kind::ok;
+  int count = 0;
+  bool observable = true;  // detached handlers report nothing
+  bool operator==(const op_view&) const = default;
+};
+
+struct observation {
+  bool sem_alive = false;
+  bool closed = false;
+  std::size_t key_count = 0;
+  std::vector<std::size_t> in_use, available, waiting;
+  std::vector<op_view> ops;
+  std::vector<std::pair<int, int>> table;  // (key, count) of every permit the driver holds
+};
+
+// A step after resolution against the current state: the concrete op, table
+// entry or deferred op it names, or `skip`.
+struct resolved {
+  bool skip = false;
+  int index = -1;  // table index, op id, or deferred index
+};
+
+class model {
+ public:
+  explicit model(const config& cfg) : cfg_(cfg) {
+    shards_ = cfg.shards;
+    // Strand ids: 0 .. shards-1 are the semaphore's shards, `shards` is the
+    // user strand. The user strand is created before the semaphore, so the
+    // strand service lists it last (it lists newest first).
+    strands_.resize(static_cast<std::size_t>(shards_) + 1);
+  }
+
+  // The handlers the real system invoked during the step about to be
+  // applied, in order (use_future and detached ops excluded).
+  void set_oracle(const std::vector<int>& invoked) {
+    oracle_.assign(invoked.begin(), invoked.end());
+  }
+  // Where the real system's handler order left the model's: empty if none.
+  std::string take_divergence() {
+    if (!oracle_.empty() && divergence_.empty()) {
+      divergence_ = "the real system invoked " + std::to_string(oracle_.size()) +
+                    " more handler(s) than the model, next op #" + std::to_string(oracle_.front());
+    }
+    oracle_.clear();
+    return std::exchange(divergence_, std::string());
+  }
+
+  // ------------------------------------------------------------------------
+  // Resolution and applicability: the runner asks here, and applies the same
+  // decision to the real system.
+  // ------------------------------------------------------------------------
+  resolved resolve(const step& s) const {
+    resolved r;
+    switch (s.what) {
+      case kind::acquire:
+        r.skip = !sem_alive_ || !token_usable(s.tok);
+        break;
+      case kind::defer:
+        r.skip = !sem_alive_;
+        break;
+      case kind::launch:
+        r.skip = !sem_alive_ || !ctx_[0].alive || deferred_.empty();
+        if (!r.skip) {
+          r.index = s.target % static_cast<int>(deferred_.size());
+          r.skip = deferred_[static_cast<std::size_t>(r.index)].launched;
+        }
+        break;
+      case kind::try_acquire:
+      case kind::close:
+      case kind::destroy_sem:
+        r.skip = !sem_alive_;
+        break;
+      case kind::release:
+        r.skip = table_.empty();
+        if (!r.skip) r.index = s.target % static_cast<int>(table_.size());
+        break;
+      case kind::cancel: {
+        const int target = cancel_target(s.target);
+        r.skip = target < 0;
+        r.index = target;
+        break;
+      }
+      case kind::poll:
+      case kind::poll_one:
+      case kind::destroy_ctx:
+        r.skip = !ctx_[0].alive;
+        if (!r.skip && s.what == kind::destroy_ctx && cfg_.avoid_known_bugs) {
+          r.skip = known_bug_at_context_destruction();
+        }
+        break;
+      case kind::poll2:
+      case kind::poll_one2:
+        r.skip = !ctx_[1].alive;
+        break;
+      case kind::destroy_ctx2:
+        r.skip = !ctx_[1].alive || ctx2_op_in_flight();
+        break;
+    }
+    return r;
+  }
+
+  // Returns what a poll or poll_one step ran; -1 for other steps.
+  long apply(const step& s, const resolved& r) {
+    switch (s.what) {
+      case kind::acquire:
+        start_op(s.key, s.n, s.tok, s.cancellable, s.then);
+        return -1;
+      case kind::defer:
+        deferred_.push_back({s.key, s.n, false});
+        return -1;
+      case kind::launch: {
+        auto& d = deferred_[static_cast<std::size_t>(r.index)];
+        d.launched = true;
+        start_op(d.key, d.n, token::deferred, s.cancellable, s.then);
+        return -1;
+      }
+      case kind::try_acquire:
+        last_try_ = try_acquire(s.key, s.n);
+        return -1;
+      case kind::release: {
+        const auto entry = table_[static_cast<std::size_t>(r.index)];
+        table_.erase(table_.begin() + r.index);
+        release(entry.first, entry.second);
+        return -1;
+      }
+      case kind::cancel:
+        emit(r.index, s.type);
+        return -1;
+      case kind::close:
+        close();
+        return -1;
+      case kind::destroy_sem:
+        destroy_semaphore();
+        return -1;
+      case kind::poll:
+        return poll(0, false);
+      case kind::poll_one:
+        return poll(0, true);
+      case kind::poll2:
+        return poll(1, false);
+      case kind::poll_one2:
+        return poll(1, true);
+      case kind::destroy_ctx:
+        destroy_context0();
+        return -1;
+      case kind::destroy_ctx2:
+        destroy_context1();
+        return -1;
+    }
+    return -1;
+  }
+
+  // Outcome of the last try_acquire step: the permit count, 0 for nullopt,
+  // -1 for std::invalid_argument.
+  int last_try() const { return last_try_; }
+
+  // Futures whose promise has been set (or broken) and not yet collected
+  // are collected in op order after every step, on both sides.
+  std::vector<int> futures_to_collect() const {
+    std::vector<int> ids;
+    for (const op& o : ops_) {
+      if (o.tok == token::future && !o.collected && (o.posted || o.f == fate::destroyed)) {
+        ids.push_back(o.id);
+      }
+    }
+    return ids;
+  }
+  void collect_future(int id) {
+    op& o = ops_[static_cast<std::size_t>(id)];
+    o.collected = true;
+    if (o.f == fate::destroyed) {
+      return;  // broken promise
+    }
+    o.f = fate::completed;
+    o.final_ec = o.ec;
+    o.final_count = o.granted;
+    if (o.granted != 0) {
+      table_.emplace_back(o.key, o.granted);
+      o.granted = 0;
+    }
+  }
+  bool future_pending(int id) const {
+    const op& o = ops_[static_cast<std::size_t>(id)];
+    return !o.posted && o.f == fate::pending;
+  }
+
+  bool sem_alive() const { return sem_alive_; }
+  bool ctx_alive(int c) const { return ctx_[c].alive; }
+  std::size_t queued(int c) const { return ctx_[c].q.size(); }
+  std::size_t table_size() const { return table_.size(); }
+  std::size_t op_count() const { return ops_.size(); }
+  token op_token(int id) const { return ops_[static_cast<std::size_t>(id)].tok; }
+  bool op_cancellable(int id) const { return ops_[static_cast<std::size_t>(id)].cancellable; }
+  bool any_pending_op() const {
+    return std::any_of(ops_.begin(), ops_.end(), [](const op& o) { return o.f == fate::pending; });
+  }
+  std::vector<int> pending_ops() const {
+    std::vector<int> ids;
+    for (const op& o : ops_) {
+      if (o.f == fate::pending) ids.push_back(o.id);
+    }
+    return ids;
+  }
+
+  observation observe() const {
+    observation obs;
+    obs.sem_alive = sem_alive_;
+    if (sem_alive_) {
+      obs.closed = stop_ != stop_state::open;
+      obs.key_count = static_cast<std::size_t>(std::count_if(
+          keys_.begin(), keys_.end(), [](const auto& entry) { return entry.second.exists(); }));
+      for (int k = 0; k < cfg_.keys; ++k) {
+        const key_state* ks = find(k);
+        const int held = ks ? ks->held : 0;
+        obs.in_use.push_back(static_cast<std::size_t>(held));
+        obs.available.push_back(static_cast<std::size_t>(cfg_.limit - held));
+        obs.waiting.push_back(static_cast<std::size_t>(ks ? ks->waiters : 0));
+      }
+    }
+    for (const op& o : ops_) {
+      op_view v;
+      v.f = o.f;
+      v.observable = o.tok != token::detached;
+      if (o.f == fate::completed) {
+        v.ec = o.final_ec;
+        v.count = o.final_count;
+      }
+      obs.ops.push_back(v);
+    }
+    obs.table = table_;
+    return obs;
+  }
+
+  // Model-internal consistency, checked after every step (a failure here is
+  // a bug in the model, not in keysem).
+  std::string self_check() const {
+    for (const auto& [k, ks] : keys_) {
+      if (ks.held < 0 || ks.held > cfg_.limit) return "model: held out of range on key " + std::to_string(k);
+      if (ks.waiters < 0) return "model: negative waiters on key " + std::to_string(k);
+      if (static_cast<int>(ks.queue.size()) > ks.waiters) return "model: queue longer than waiters";
+    }
+    return {};
+  }
+
+  // The known library bug #1 (tests/model/pending/): destroying the context
+  // while a strand holds an op's enqueue job in its ready batch and the same
+  // op's cancel job in its waiting queue. asio destroys waiting jobs first,
+  // so the cancel job frees the op and the enqueue job then touches it.
+  bool known_bug_at_context_destruction() const {
+    for (int s = 0; s < shards_; ++s) {
+      const strand& st = strands_[static_cast<std::size_t>(s)];
+      for (const job& e : st.ready) {
+        if (e.what != job_kind::enqueue) continue;
+        for (const job& c : st.waiting) {
+          if (c.what == job_kind::cancel && c.op == e.op) return true;
+        }
+      }
+    }
+    return false;
+  }
+
+ private:
+  enum class stop_state { open, closed, destroyed };
+  enum class status { waiting, cancelled, claimed };
+
+  struct key_state {
+    int held = 0;
+    int waiters = 0;  // registered: queued, about to be queued, or cancelled and not yet removed
+    bool drain = false;
+    std::deque<int> queue;  // op ids, strand order
+    bool exists() const { return held != 0 || waiters != 0 || drain; }
+  };
+
+  struct op {
+    int id = 0;
+    int key = 0;
+    int n = 1;
+    token tok = token::callback;
+    bool cancellable = false;
+    handler_action then;
+    bool nested = false;  // started from inside a handler: a plain callback, keep
+    // A waiter_op exists (the acquire had to wait) and is not freed yet.
+    bool has_waiter = false;
+    status st = status::waiting;
+    bool linked = false;
+    // A result is on its way to the handler (posted, or in a future).
+    bool posted = false;
+    ec_kind ec = ec_kind::ok;
+    int granted = 0;  // permits carried by the pending result
+    fate f = fate::pending;
+    ec_kind final_ec = ec_kind::ok;
+    int final_count = 0;
+    enum class coro_state { none, not_started, awaiting, done } coro = coro_state::none;
+    bool collected = false;  // futures
+  };
+
+  enum class job_kind { enqueue, drain, cancel, abort, call, group_call };
+  struct job {
+    job_kind what;
+    int op = -1;  // the op; the batch for group_call
+    int key = -1;
+    int shard = -1;
+    ec_kind ec = ec_kind::ok;
+  };
+  struct strand {
+    bool locked = false;
+    bool running = false;
+    std::deque<job> ready, waiting;
+  };
+  enum class item_kind { invoker, call, group_call, batch_slot, coro_start, coro_emit, noop };
+  struct item {
+    item_kind what;
+    int strand = -1;
+    int op = -1;  // the op; the batch for group_call
+    sig type = sig::none;
+  };
+  // The completions one close/destroy job posted, per destination
+  // (0: context 0, 1: context 1, 2: the user strand), per key, FIFO.
+  struct batch {
+    std::map<int, std::deque<int>> ops[3];
+    std::deque<int> silent[3];  // detached ops: they log nothing, so they fill in
+    bool strand_invoker_pending = false;  // one of the context-0 slots is the user strand's invoker
+    int current[3] = {-1, -1, -1};
+    std::vector<int> seen[3];
+    std::vector<std::pair<int, int>> before;  // (a, b): key a's ops were posted before key b's
+  };
+  struct context {
+    bool alive = true;
+    int depth = 0;  // > 0 while this thread runs one of its handlers
+    std::deque<item> q;
+  };
+  struct deferred_op {
+    int key;
+    int n;
+    bool launched;
+  };
+
+  // ------------------------------------------------------------------------
+  // Helpers
+  // ------------------------------------------------------------------------
+  int shard_of(int key) const { return key % shards_; }
+  static bool is_coroutine(token t) { return t == token::coro || t == token::awaitable; }
+  int user_strand() const { return shards_; }
+
+  key_state* find(int k) {
+    auto it = keys_.find(k);
+    return it == keys_.end() ? nullptr : &it->second;
+  }
+  const key_state* find(int k) const {
+    auto it = keys_.find(k);
+    return it == keys_.end() ? nullptr : &it->second;
+  }
+  void reclaim_if_idle(int k) {
+    auto it = keys_.find(k);
+    if (it != keys_.end() && !it->second.exists()) {
+      keys_.erase(it);
+    }
+  }
+
+  bool token_usable(token t) const {
+    switch (t) {
+      case token::ctx2:
+        return ctx_[1].alive;
+      case token::future:
+        return true;
+      default:
+        return ctx_[0].alive;
+    }
+  }
+
+  bool ctx2_op_in_flight() const {
+    return std::any_of(ops_.begin(), ops_.end(), [](const op& o) {
+      return o.tok == token::ctx2 && o.f == fate::pending && !o.posted;
+    });
+  }
+
+  int cancel_target(int pick) const {
+    std::vector<int> candidates;
+    for (const op& o : ops_) {
+      if (!o.cancellable) continue;
+      // A coroutine's slot belongs to co_spawn: only while the coroutine
+      // awaits the acquire.
+      if (is_coroutine(o.tok) && o.coro != op::coro_state::awaiting) continue;
+      candidates.push_back(o.id);
+    }
+    if (candidates.empty()) return -1;
+    return candidates[static_cast<std::size_t>(pick) % candidates.size()];
+  }
+
+  // ------------------------------------------------------------------------
+  // The schedule (asio)
+  // ------------------------------------------------------------------------
+  void post_item(int c, item it) { ctx_[c].q.push_back(it); }
+
+  void strand_execute(int s, job j, bool never) {
+    strand& st = strands_[static_cast<std::size_t>(s)];
+    if (!never && st.running) {
+      run_job(j);
+      return;
+    }
+    if (st.locked) {
+      st.waiting.push_back(j);
+      return;
+    }
+    st.locked = true;
+    st.ready.push_back(j);
+    // Every strand here runs on context 0.
+    if (!never && ctx_[0].depth > 0) {
+      run_invoker(s);
+    } else {
+      post_item(0, {item_kind::invoker, s, -1});
+    }
+  }
+
+  void run_invoker(int s) {
+    strand& st = strands_[static_cast<std::size_t>(s)];
+    st.running = true;
+    while (!st.ready.empty()) {
+      const job j = st.ready.front();
+      st.ready.pop_front();
+      run_job(j);
+    }
+    st.running = false;
+    for (const job& j : st.waiting) st.ready.push_back(j);
+    st.waiting.clear();
+    st.locked = !st.ready.empty();
+    if (st.locked) {
+      post_item(0, {item_kind::invoker, s, -1});
+    }
+  }
+
+  void run_item(int c, const item& it) {
+    ++ctx_[c].depth;
+    switch (it.what) {
+      case item_kind::invoker:
+        run_invoker(it.strand);
+        break;
+      case item_kind::call:
+        invoke(it.op);
+        break;
+      case item_kind::group_call:
+        invoke_from_batch(it.op, c);
+        break;
+      case item_kind::batch_slot:
+        run_batch_slot(it.op);
+        break;
+      case item_kind::coro_start:
+        coro_start(it.op);
+        break;
+      case item_kind::coro_emit:
+        emit_now(it.op, it.type);
+        break;
+      case item_kind::noop:
+        break;
+    }
+    --ctx_[c].depth;
+  }
+
+  long poll(int c, bool one) {
+    long ran = 0;
+    while (!ctx_[c].q.empty()) {
+      const item it = ctx_[c].q.front();
+      ctx_[c].q.pop_front();
+      run_item(c, it);
+      ++ran;
+      if (one) break;
+    }
+    return ran;
+  }
+
+  // ------------------------------------------------------------------------
+  // The semaphore's jobs (docs/design.md, "A key's life" and "The races")
+  // ------------------------------------------------------------------------
+  void run_job(const job& j) {
+    switch (j.what) {
+      case job_kind::enqueue:
+        enqueue(j.op);
+        break;
+      case job_kind::drain:
+        drain(j.key);
+        break;
+      case job_kind::cancel:
+        finish_cancelled(j.op);
+        break;
+      case job_kind::abort:
+        abort_shard(j.shard, j.ec, true);
+        break;
+      case job_kind::call:
+        invoke(j.op);
+        break;
+      case job_kind::group_call:
+        invoke_from_batch(j.op, 2);
+        break;
+    }
+  }
+
+  // Whether op `id` may be the next completion of batch g at destination d:
+  // the head of its key's FIFO, and no other key's ops left half done.
+  bool legal_in(const batch& g, int d, int id) const {
+    if (id < 0 || id >= static_cast<int>(ops_.size())) return false;
+    const int k = ops_[static_cast<std::size_t>(id)].key;
+    auto it = g.ops[d].find(k);
+    if (it == g.ops[d].end() || it->second.empty() || it->second.front() != id) return false;
+    const int cur = g.current[d];
+    if (cur != -1 && cur != k) {
+      auto at = g.ops[d].find(cur);
+      if (at != g.ops[d].end() && !at->second.empty()) return false;  // a key's ops come together
+    }
+    return true;
+  }
+
+  // Which op of the batch the real system ran next at destination d: the
+  // next one in its log if that is legal, else one that logs nothing.
+  // Returns -1 (and notes a divergence) when neither fits.
+  int take_from_batch(int b, int d) {
+    batch& g = batches_[static_cast<std::size_t>(b)];
+    int id = oracle_.empty() ? -1 : oracle_.front();
+    if (legal_in(g, d, id)) {
+      oracle_.pop_front();
+    } else if (!g.silent[d].empty()) {
+      // The real system ran one that logs nothing here (or the order inside
+      // one step is not observable anyway).
+      id = g.silent[d].front();
+      g.silent[d].pop_front();
+      return id;
+    } else {
+      if (divergence_.empty()) {
+        divergence_ = id < 0 ? "a close/destroy completion the real system did not run"
+                             : "op #" + std::to_string(id) + " is not a legal next completion of a close/destroy batch";
+      }
+      oracle_.clear();
+      id = -1;
+      for (auto& [k, q] : g.ops[d]) {
+        if (!q.empty() && legal_in(g, d, q.front())) {
+          id = q.front();
+          break;
+        }
+      }
+      if (id < 0) return -1;
+    }
+    const int k = ops_[static_cast<std::size_t>(id)].key;
+    if (std::find(g.seen[d].begin(), g.seen[d].end(), k) == g.seen[d].end()) {
+      for (int earlier : g.seen[d]) {
+        if (std::find(g.before.begin(), g.before.end(), std::make_pair(k, earlier)) != g.before.end() &&
+            divergence_.empty()) {
+          divergence_ = "close/destroy completions of keys " + std::to_string(earlier) + " and " +
+                        std::to_string(k) + " ran in different orders on different executors";
+        }
+        g.before.emplace_back(earlier, k);
+      }
+      g.seen[d].push_back(k);
+    }
+    g.current[d] = k;
+    g.ops[d][k].pop_front();
+    return id;
+  }
+
+  void invoke_from_batch(int b, int d) {
+    const int id = take_from_batch(b, d);
+    if (id >= 0) invoke(id, false);
+  }
+
+  // One of the context-0 items a batch posted: a completion, or the user
+  // strand's invoker (posted when the first completion bound to the user
+  // strand was, at a place in the batch that depends on the key order).
+  void run_batch_slot(int b) {
+    batch& g = batches_[static_cast<std::size_t>(b)];
+    const int front = oracle_.empty() ? -1 : oracle_.front();
+    const bool any_left = !g.silent[0].empty() ||
+                          std::any_of(g.ops[0].begin(), g.ops[0].end(), [](const auto& e) { return !e.second.empty(); });
+    if (g.strand_invoker_pending && (legal_in(g, 2, front) || !any_left)) {
+      g.strand_invoker_pending = false;
+      run_invoker(user_strand());
+      return;
+    }
+    invoke_from_batch(b, 0);
+  }
+
+  // A batch completion destroyed unrun: any one of them, they carry no permit.
+  void destroy_from_batch(int b, int d) {
+    batch& g = batches_[static_cast<std::size_t>(b)];
+    if (!g.silent[d].empty()) {
+      destroy_result(ops_[static_cast<std::size_t>(g.silent[d].front())]);
+      g.silent[d].pop_front();
+      return;
+    }
+    for (auto& [k, q] : g.ops[d]) {
+      if (!q.empty()) {
+        const int id = q.front();
+        q.pop_front();
+        destroy_result(ops_[static_cast<std::size_t>(id)]);
+        return;
+      }
+    }
+  }
+
+  ec_kind stop_error() const {
+    switch (stop_) {
+      case stop_state::closed: return ec_kind::closed;
+      case stop_state::destroyed: return ec_kind::aborted;
+      default: return ec_kind::ok;
+    }
+  }
+
+  void erase_from_queue(key_state& ks, op& o) {
+    ks.queue.erase(std::find(ks.queue.begin(), ks.queue.end(), o.id));
+    o.linked = false;
+  }
+
+  // The op's result travels to its handler's executor.
+  void deliver(op& o, ec_kind ec, int granted) {
+    o.posted = true;
+    o.ec = ec;
+    o.granted = granted;
+    switch (o.tok) {
+      case token::strand:
+        strand_execute(user_strand(), {job_kind::call, o.id}, true);
+        break;
+      case token::ctx2:
+        post_item(1, {item_kind::call, -1, o.id});
+        break;
+      case token::future:
+        break;  // the system executor sets the promise; collected after the step
+      default:
+        post_item(0, {item_kind::call, -1, o.id});
+        break;
+    }
+  }
+
+  void enqueue(int id) {
+    op& o = ops_[static_cast<std::size_t>(id)];
+    key_state& ks = keys_.at(o.key);
+    if (const ec_kind ec = stop_error(); ec != ec_kind::ok) {
+      if (o.st == status::waiting) {
+        o.st = status::claimed;
+        deliver(o, ec, 0);
+        --ks.waiters;
+        reclaim_if_idle(o.key);
+      }
+      return;  // a cancelled op is finished by its cancel job
+    }
+    ks.queue.push_back(id);
+    o.linked = true;
+    grant_waiters(o.key);
+    reclaim_if_idle(o.key);
+  }
+
+  // FIFO, head-of-line: the first waiting op that does not fit stops the
+  // scan; cancelled ops are skipped until their cancel job removes them.
+  void grant_waiters(int k) {
+    if (stop_ != stop_state::open) {
+      return;
+    }
+    key_state& ks = keys_.at(k);
+    const std::deque<int> snapshot = ks.queue;
+    for (int id : snapshot) {
+      op& o = ops_[static_cast<std::size_t>(id)];
+      if (o.st == status::cancelled) continue;
+      if (ks.held + o.n > cfg_.limit) break;
+      o.st = status::claimed;
+      erase_from_queue(ks, o);
+      ks.held += o.n;
+      --ks.waiters;
+      deliver(o, ec_kind::ok, o.n);
+    }
+  }
+
+  void drain(int k) {
+    grant_waiters(k);
+    keys_.at(k).drain = false;
+    reclaim_if_idle(k);
+  }
+
+  void finish_cancelled(int id) {
+    op& o = ops_[static_cast<std::size_t>(id)];
+    key_state& ks = keys_.at(o.key);
+    if (o.linked) {
+      erase_from_queue(ks, o);
+    }
+    grant_waiters(o.key);  // a cancelled head may have been blocking the queue
+    deliver(o, ec_kind::aborted, 0);
+    --ks.waiters;
+    reclaim_if_idle(o.key);
+  }
+
+  // A close/destroy job (invoke) or the context's shutdown (!invoke): every
+  // waiting op of every key of the shard, FIFO per key, keys in table order.
+  void abort_shard(int s, ec_kind ec, bool invoke) {
+    std::vector<int> waiting_keys;
+    for (const auto& [k, ks] : keys_) {
+      if (shard_of(k) == s && !ks.queue.empty()) waiting_keys.push_back(k);
+    }
+    batch g;
+    int per_destination[3] = {0, 0, 0};
+    for (int k : waiting_keys) {
+      key_state& ks = keys_.at(k);
+      int aborted = 0;
+      const std::deque<int> snapshot = ks.queue;
+      for (int id : snapshot) {
+        op& o = ops_[static_cast<std::size_t>(id)];
+        if (o.st != status::waiting) continue;
+        o.st = status::claimed;
+        erase_from_queue(ks, o);
+        ++aborted;
+        if (!invoke) {
+          destroy_op(o);
+          continue;
+        }
+        o.posted = true;
+        o.ec = ec;
+        o.granted = 0;
+        const int d = o.tok == token::ctx2 ? 1 : o.tok == token::strand ? 2 : o.tok == token::future ? -1 : 0;
+        if (d >= 0) {
+          (o.tok == token::detached ? g.silent[d] : g.ops[d][k]).push_back(id);
+          ++per_destination[d];
+        }
+      }
+      ks.waiters -= aborted;
+      reclaim_if_idle(k);
+    }
+    if (!invoke) return;
+    // The real job posts key by key in table order; only the per-executor
+    // counts are known here. The user strand's first job, if it finds the
+    // strand idle, makes the strand post its invoker to context 0 somewhere
+    // among the batch's context-0 items.
+    const int b = static_cast<int>(batches_.size());
+    strand& user = strands_[static_cast<std::size_t>(user_strand())];
+    int slots = per_destination[0];
+    for (int i = 0; i < per_destination[2]; ++i) {
+      const job j{job_kind::group_call, b};
+      if (!user.locked) {
+        user.locked = true;
+        user.ready.push_back(j);
+        g.strand_invoker_pending = true;
+        ++slots;
+      } else {
+        user.waiting.push_back(j);
+      }
+    }
+    batches_.push_back(std::move(g));
+    for (int i = 0; i < slots; ++i) post_item(0, {item_kind::batch_slot, -1, b});
+    for (int i = 0; i < per_destination[1]; ++i) post_item(1, {item_kind::group_call, -1, b});
+  }
+
+  void schedule_drain(int k) {
+    if (detached_) {
+      keys_.at(k).drain = false;
+      reclaim_if_idle(k);
+      return;
+    }
+    strand_execute(shard_of(k), {job_kind::drain, -1, k}, false);
+  }
+
+  void release(int k, int n) {
+    key_state& ks = keys_.at(k);
+    ks.held -= n;
+    bool newly = false;
+    if (ks.waiters != 0 && !ks.drain) {
+      ks.drain = true;
+      newly = true;
+    }
+    reclaim_if_idle(k);
+    if (newly) schedule_drain(k);
+  }
+
+  // ------------------------------------------------------------------------
+  // The public surface
+  // ------------------------------------------------------------------------
+  int new_op(int key, int n, token tok, bool cancellable, const handler_action& then) {
+    op o;
+    o.id = static_cast<int>(ops_.size());
+    o.key = key;
+    o.n = n;
+    o.tok = tok;
+    o.cancellable = cancellable && tok != token::future && tok != token::detached;
+    o.then = then;
+    ops_.push_back(o);
+    return o.id;
+  }
+
+  void start_op(int key, int n, token tok, bool cancellable, const handler_action& then) {
+    const int id = new_op(key, n, tok, cancellable, then);
+    if (is_coroutine(tok)) {
+      ops_[static_cast<std::size_t>(id)].coro = op::coro_state::not_started;
+      post_item(0, {item_kind::coro_start, -1, id});  // co_spawn dispatches from outside the context
+      return;
+    }
+    initiate(id);
+  }
+
+  void initiate(int id) {
+    op& o = ops_[static_cast<std::size_t>(id)];
+    if (o.n <= 0 || o.n > cfg_.limit) return deliver(o, ec_kind::invalid, 0);
+    if (const ec_kind ec = stop_error(); ec != ec_kind::ok) return deliver(o, ec, 0);
+    if (detached_) return deliver(o, ec_kind::aborted, 0);
+    key_state& ks = keys_[o.key];
+    const bool created = !ks.exists();
+    if (created || (ks.waiters == 0 && ks.held + o.n <= cfg_.limit)) {
+      ks.held += o.n;
+      return deliver(o, ec_kind::ok, o.n);
+    }
+    ++ks.waiters;
+    o.has_waiter = true;
+    o.st = status::waiting;
+    strand_execute(shard_of(o.key), {job_kind::enqueue, id}, false);
+  }
+
+  void coro_start(int id) {
+    op& o = ops_[static_cast<std::size_t>(id)];
+    if (!sem_alive_) {
+      o.coro = op::coro_state::done;
+      o.f = fate::never_started;
+      // The coroutine ends without having switched context: co_spawn posts
+      // once more before its completion handler.
+      post_item(0, {item_kind::noop});
+      return;
+    }
+    o.coro = op::coro_state::awaiting;
+    if (o.tok == token::awaitable) {
+      // The token-less awaitable decides synchronously what it can: a bad
+      // count or a stopped semaphore throws, free permits are taken; none of
+      // it posts. Only a wait goes through the asynchronous operation.
+      ec_kind ec = ec_kind::ok;
+      int taken = 0;
+      if (o.n <= 0 || o.n > cfg_.limit) {
+        ec = ec_kind::invalid;
+      } else if (const ec_kind stopped = stop_error(); stopped != ec_kind::ok) {
+        ec = stopped;
+      } else {
+        key_state& ks = keys_[o.key];
+        const bool created = !ks.exists();
+        if (created || (ks.waiters == 0 && ks.held + o.n <= cfg_.limit)) {
+          ks.held += o.n;
+          taken = o.n;
+        } else {
+          reclaim_if_idle(o.key);
+          initiate(id);
+          return;
+        }
+      }
+      o.ec = ec;
+      o.granted = taken;
+      invoke(id);
+      // The coroutine ended without switching context: co_spawn posts once more.
+      post_item(0, {item_kind::noop});
+      return;
+    }
+    initiate(id);
+  }
+
+  int try_acquire(int k, int n) {
+    if (n <= 0 || n > cfg_.limit) return -1;
+    if (stop_ != stop_state::open) return 0;
+    key_state& ks = keys_[k];
+    const bool created = !ks.exists();
+    if (created || (ks.waiters == 0 && ks.held + n <= cfg_.limit)) {
+      ks.held += n;
+      table_.emplace_back(k, n);
+      return n;
+    }
+    reclaim_if_idle(k);
+    return 0;
+  }
+
+  void emit(int id, sig type) {
+    op& o = ops_[static_cast<std::size_t>(id)];
+    if (is_coroutine(o.tok)) {
+      // co_spawn's slot handler dispatches the emission to the coroutine's
+      // executor (inline only from inside context 0), and the coroutine's
+      // cancellation state lets terminal through, nothing else.
+      if (ctx_[0].depth > 0) {
+        emit_now(id, type);
+      } else {
+        post_item(0, {item_kind::coro_emit, -1, id, type});
+      }
+      return;
+    }
+    emit_now(id, type);
+  }
+
+  void emit_now(int id, sig type) {
+    op& o = ops_[static_cast<std::size_t>(id)];
+    bool honoured = type != sig::none;
+    if (is_coroutine(o.tok)) {
+      honoured = type == sig::terminal || type == sig::all;
+    }
+    if (!honoured || !o.has_waiter || o.st != status::waiting) {
+      return;  // not waiting (never queued, granted, or already decided): ignored
+    }
+    o.st = status::cancelled;
+    strand_execute(shard_of(o.key), {job_kind::cancel, id}, true);
+  }
+
+  void close() {
+    if (stop_ != stop_state::open) return;
+    stop_ = stop_state::closed;
+    post_aborts(ec_kind::closed);
+  }
+
+  void destroy_semaphore() {
+    stop_ = stop_state::destroyed;
+    sem_alive_ = false;
+    post_aborts(ec_kind::aborted);
+  }
+
+  void post_aborts(ec_kind ec) {
+    if (detached_) return;
+    for (int s = 0; s < shards_; ++s) {
+      strand_execute(s, {job_kind::abort, -1, -1, s, ec}, true);
+    }
+  }
+
+  // ------------------------------------------------------------------------
+  // Handlers
+  // ------------------------------------------------------------------------
+  void invoke(int id, bool check_order = true) {
+    op& o = ops_[static_cast<std::size_t>(id)];
+    if (check_order && o.tok != token::detached && o.tok != token::future) {
+      if (oracle_.empty() || oracle_.front() != id) {
+        if (divergence_.empty()) {
+          divergence_ = "the model ran op #" + std::to_string(id) + "'s handler, the real system " +
+                        (oracle_.empty() ? std::string("none") : "op #" + std::to_string(oracle_.front()));
+        }
+        oracle_.clear();
+      } else {
+        oracle_.pop_front();
+      }
+    }
+    o.has_waiter = false;  // the op is freed before the upcall
+    o.f = fate::completed;
+    o.final_ec = o.ec;
+    o.final_count = o.granted;
+    if (is_coroutine(o.tok)) o.coro = op::coro_state::done;
+    const int permit = o.granted;
+    o.granted = 0;
+    const int key = o.key;
+    const handler_action then = o.nested ? handler_action{} : o.then;
+    if (o.tok == token::detached) {
+      if (permit != 0) release(key, permit);
+      return;
+    }
+    if (then.what == act::drop) {
+      if (permit != 0) release(key, permit);
+      return;
+    }
+    if (permit != 0) table_.emplace_back(key, permit);
+    switch (then.what) {
+      case act::release_oldest:
+        if (!table_.empty()) {
+          const auto entry = table_.front();
+          table_.erase(table_.begin());
+          release(entry.first, entry.second);
+        }
+        break;
+      case act::acquire:
+        if (sem_alive_ && ctx_[0].alive) {
+          const int nested = new_op(then.key, then.n, token::callback, false, {});
+          ops_[static_cast<std::size_t>(nested)].nested = true;
+          initiate(nested);
+        }
+        break;
+      case act::try_acquire:
+        if (sem_alive_) try_acquire(then.key, then.n);
+        break;
+      case act::cancel:
+        if (const int target = cancel_target(then.target); target >= 0) emit(target, then.type);
+        break;
+      case act::close:
+        if (sem_alive_) close();
+        break;
+      case act::destroy_sem:
+        if (sem_alive_) destroy_semaphore();
+        break;
+      default:
+        break;
+    }
+  }
+
+  // A handler destroyed without running: a permit it carried is released.
+  void destroy_result(op& o) {
+    o.f = fate::destroyed;
+    if (is_coroutine(o.tok)) o.coro = op::coro_state::done;
+    const int permit = o.granted;
+    o.granted = 0;
+    if (permit != 0) release(o.key, permit);
+  }
+
+  // A waiting op destroyed with its handler (no result yet).
+  void destroy_op(op& o) {
+    o.has_waiter = false;
+    o.f = fate::destroyed;
+    if (is_coroutine(o.tok)) o.coro = op::coro_state::done;
+  }
+
+  void destroy_job(const job& j) {
+    switch (j.what) {
+      case job_kind::enqueue: {
+        op& o = ops_[static_cast<std::size_t>(j.op)];
+        if (o.st == status::waiting) {
+          o.st = status::claimed;
+          destroy_op(o);
+          --keys_.at(o.key).waiters;
+          reclaim_if_idle(o.key);
+        }
+        break;
+      }
+      case job_kind::cancel: {
+        op& o = ops_[static_cast<std::size_t>(j.op)];
+        key_state& ks = keys_.at(o.key);
+        if (o.linked) {
+          erase_from_queue(ks, o);
+        }
+        destroy_op(o);
+        --ks.waiters;
+        reclaim_if_idle(o.key);
+        break;
+      }
+      case job_kind::drain:
+        keys_.at(j.key).drain = false;
+        reclaim_if_idle(j.key);
+        break;
+      case job_kind::abort:
+        abort_shard(j.shard, j.ec, false);
+        break;
+      case job_kind::call:
+        destroy_result(ops_[static_cast<std::size_t>(j.op)]);
+        break;
+      case job_kind::group_call:
+        destroy_from_batch(j.op, 2);
+        break;
+    }
+  }
+
+  void destroy_item(const item& it, int c) {
+    switch (it.what) {
+      case item_kind::call:
+        destroy_result(ops_[static_cast<std::size_t>(it.op)]);
+        break;
+      case item_kind::group_call:
+      case item_kind::batch_slot:
+        destroy_from_batch(it.op, c);  // (the strand's invoker slot has nothing to destroy)
+        break;
+      case item_kind::coro_start: {
+        op& o = ops_[static_cast<std::size_t>(it.op)];
+        o.f = fate::destroyed;
+        o.coro = op::coro_state::done;
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  void destroy_context0() {
+    // 1. keysem's service: every semaphore drops its queued ops unrun and
+    //    lets go of its strands.
+    for (int s = 0; s < shards_; ++s) abort_shard(s, ec_kind::aborted, false);
+    detached_ = true;
+    // 2. The strand service, newest strand first: waiting jobs, then ready ones.
+    std::vector<job> doomed;
+    for (int i = 0; i <= shards_; ++i) {
+      // shards_-1, ..., 0, then the user strand (created first)
+      const int s = i < shards_ ? shards_ - 1 - i : shards_;
+      strand& st = strands_[static_cast<std::size_t>(s)];
+      for (const job& j : st.waiting) doomed.push_back(j);
+      for (const job& j : st.ready) doomed.push_back(j);
+      st.waiting.clear();
+      st.ready.clear();
+      st.locked = false;
+    }
+    for (const job& j : doomed) destroy_job(j);
+    // 3. The scheduler: queued handlers, front to back.
+    std::deque<item> q;
+    q.swap(ctx_[0].q);
+    for (const item& it : q) destroy_item(it, 0);
+    ctx_[0].alive = false;
+  }
+
+  void destroy_context1() {
+    std::deque<item> q;
+    q.swap(ctx_[1].q);
+    for (const item& it : q) destroy_item(it, 1);
+    ctx_[1].alive = false;
+  }
+
+  config cfg_;
+  int shards_ = 1;
+  std::map<int, key_state> keys_;
+  std::vector<op> ops_;
+  std::vector<std::pair<int, int>> table_;
+  std::vector<deferred_op> deferred_;
+  std::vector<strand> strands_;
+  std::vector<batch> batches_;
+  std::deque<int> oracle_;
+  std::string divergence_;
+  context ctx_[2];
+  stop_state stop_ = stop_state::open;
+  bool sem_alive_ = true;
+  bool detached_ = false;
+  int last_try_ = 0;
+};
+
+}  // namespace keysem::model
+
+#endif

@@ -1,0 +1,565 @@
+// The real system the model is checked against: an async_keyed_semaphore on
+// a single-threaded io_context (context 0), a second io_context (context 1)
+// for handlers bound elsewhere, a user strand on context 0, and the permits
+// the driver holds.
+#ifndef KEYSEM_TESTS_MODEL_SYSTEM_HPP
+#define KEYSEM_TESTS_MODEL_SYSTEM_HPP
+
+#include "model.hpp"
+
+// g++ 12 at -O1 reports asio's use_future promise_handler as
+// maybe-uninitialized (a false positive in Boost's header). This silences it
+// when the file is compiled on its own; with the tests' precompiled header
+// the warning is attributed to the header and still shows at -O1 (the asan
+// preset, which does not use -Werror); -O2 (the -Werror preset) is clean.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+#include <keysem/keysem.hpp>
+
+#include <boost/asio.hpp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_allocator.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <future>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+namespace keysem::model {
+
+namespace asio = boost::asio;
+using error_code = boost::system::error_code;
+
+// Puts key k on shard k % shards: the semaphore picks a shard from bits
+// 24.. of an avalanching hash (docs/design.md, "The pieces"); the other bits
+// are mixed so the shard's table still spreads. A self-check test
+// (model_test.cpp) fails loudly if that mapping ever changes.
+struct model_hash {
+  using is_avalanching = void;
+  std::size_t operator()(int key) const noexcept {
+    std::uint64_t z = static_cast<std::uint64_t>(static_cast<std::uint32_t>(key)) + 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    z &= ~(std::uint64_t{0xFF} << 24);
+    z |= (static_cast<std::uint64_t>(static_cast<std::uint32_t>(key)) & 0xFF) << 24;
+    return static_cast<std::size_t>(z);
+  }
+};
+
+using semaphore = async_keyed_semaphore<int, model_hash>;
+using permit = semaphore::permit;
+
+struct alloc_counts {
+  std::size_t allocations = 0;
+  std::size_t deallocations = 0;
+};
+
+template <class T>
+struct counting_allocator {
+  using value_type = T;
+  alloc_counts* counts;
+  explicit counting_allocator(alloc_counts& c) noexcept : counts(&c) {}
+  template <class U>
+  counting_allocator(const counting_allocator<U>& other) noexcept : counts(other.counts) {}
+  T* allocate(std::size_t n) {
+    ++counts->allocations;
+    return std::allocator<T>().allocate(n);
+  }
+  void deallocate(T* p, std::size_t n) noexcept {
+    ++counts->deallocations;
+    std::allocator<T>().deallocate(p, n);
+  }
+  template <class U>
+  bool operator==(const counting_allocator<U>& other) const noexcept {
+    return counts == other.counts;
+  }
+};
+
+inline ec_kind classify(const error_code& ec, std::string& problem) {
+  if (!ec) return ec_kind::ok;
+  if (ec == keysem::error::closed) return ec_kind::closed;
+  if (ec == asio::error::operation_aborted) return ec_kind::aborted;
+  if (ec == asio::error::invalid_argument) return ec_kind::invalid;
+  problem += "unexpected error " + ec.message() + "; ";
+  return ec_kind::invalid;
+}
+
+// What one acquire's handler saw. The driver keeps one reference; the
+// handler (or coroutine) holds the other, so use_count() == 1 means the
+// handler is gone.
+struct record {
+  int id = 0;
+  int key = 0;
+  int n = 1;
+  token tok = token::callback;
+  handler_action then;
+  bool nested = false;
+  int calls = 0;
+  ec_kind ec = ec_kind::ok;
+  int count = 0;
+  bool never_started = false;
+  bool coro_awaiting = false;
+  bool collected = false;
+  std::string problem;  // contract violations seen inside the handler
+};
+
+class system {
+ public:
+  explicit system(const config& cfg) : cfg_(cfg) {
+    ctx0_.emplace();
+    ctx1_.emplace();
+    strand_.emplace(asio::make_strand(*ctx0_));  // before the semaphore: see model.hpp
+    sem_ = std::make_unique<semaphore>(*ctx0_, static_cast<std::size_t>(cfg.limit),
+                                       semaphore_options{static_cast<std::size_t>(cfg.shards)});
+  }
+
+  system(const system&) = delete;
+  system& operator=(const system&) = delete;
+
+  ~system() {
+    // Safe order: nothing may post to a dead context.
+    deferred_.clear();
+    sem_.reset();
+    strand_.reset();
+    ctx0_.reset();
+    ctx1_.reset();
+    table_.clear();
+    futures_.clear();
+  }
+
+  // Applies a step the model has resolved; returns what a poll ran, or -1.
+  long apply(const step& s, const resolved& r) {
+    switch (s.what) {
+      case kind::acquire:
+        start(s.key, s.n, s.tok, s.cancellable, s.then, false);
+        return -1;
+      case kind::defer:
+        deferred_.emplace_back(sem_->acquire(s.key, static_cast<std::size_t>(s.n), asio::deferred));
+        deferred_args_.emplace_back(s.key, s.n);
+        return -1;
+      case kind::launch:
+        launch(r.index, s.cancellable, s.then);
+        return -1;
+      case kind::try_acquire:
+        last_try_ = try_acquire(s.key, s.n);
+        return -1;
+      case kind::release: {
+        permit p = std::move(table_[static_cast<std::size_t>(r.index)]);
+        table_.erase(table_.begin() + r.index);
+        p.release();
+        if (p) problem_ += "permit not empty after release(); ";
+        return -1;
+      }
+      case kind::cancel:
+        emit(r.index, s.type);
+        return -1;
+      case kind::close:
+        sem_->close();
+        return -1;
+      case kind::destroy_sem:
+        destroy_semaphore();
+        return -1;
+      case kind::poll:
+        return run(*ctx0_, false);
+      case kind::poll_one:
+        return run(*ctx0_, true);
+      case kind::poll2:
+        return run(*ctx1_, false);
+      case kind::poll_one2:
+        return run(*ctx1_, true);
+      case kind::destroy_ctx:
+        strand_.reset();
+        ctx0_.reset();
+        return -1;
+      case kind::destroy_ctx2:
+        ctx1_.reset();
+        return -1;
+    }
+    return -1;
+  }
+
+  int last_try() const { return last_try_; }
+
+  // The handlers invoked since the last call, in order.
+  std::vector<int> take_log() { return std::exchange(log_, {}); }
+
+  // Collects a future the model says is set (or broken). Waits for it: the
+  // promise is set on asio's system executor, another thread.
+  void collect_future(int id, bool broken) {
+    auto& f = futures_[static_cast<std::size_t>(id)];
+    record& rec = *ops_[static_cast<std::size_t>(id)].rec;
+    if (!f.valid()) {
+      rec.problem += "future not valid; ";
+      return;
+    }
+    if (f.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
+      rec.problem += "future never became ready; ";
+      return;
+    }
+    rec.collected = true;
+    try {
+      permit p = f.get();
+      if (broken) rec.problem += "expected a broken promise, got a value; ";
+      ++rec.calls;
+      rec.ec = ec_kind::ok;
+      rec.count = static_cast<int>(p.count());
+      check_permit(rec, p);
+      if (p) table_.push_back(std::move(p));
+    } catch (const boost::system::system_error& e) {
+      if (broken) rec.problem += "expected a broken promise, got an error; ";
+      ++rec.calls;
+      rec.ec = classify(e.code(), rec.problem);
+      rec.count = 0;
+    } catch (const std::future_error& e) {
+      if (!broken) rec.problem += std::string("unexpected future_error: ") + e.what() + "; ";
+      rec.never_started = false;
+    }
+  }
+
+  // A future the model says is not set yet must not be ready.
+  void check_future_pending(int id) {
+    auto& f = futures_[static_cast<std::size_t>(id)];
+    if (f.valid() && f.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+      ops_[static_cast<std::size_t>(id)].rec->problem += "future ready before the model posted its result; ";
+    }
+  }
+
+  observation observe() const {
+    observation obs;
+    obs.sem_alive = sem_ != nullptr;
+    if (sem_) {
+      obs.closed = sem_->is_closed();
+      obs.key_count = sem_->key_count();
+      for (int k = 0; k < cfg_.keys; ++k) {
+        obs.in_use.push_back(sem_->in_use(k));
+        obs.available.push_back(sem_->available(k));
+        obs.waiting.push_back(sem_->waiting(k));
+      }
+    }
+    for (const real_op& o : ops_) {
+      op_view v;
+      const record& rec = *o.rec;
+      v.observable = rec.tok != token::detached;
+      if (rec.tok == token::future) {
+        if (rec.collected) {
+          v.f = rec.calls != 0 ? fate::completed : fate::destroyed;
+        } else {
+          v.f = fate::pending;
+        }
+      } else if (rec.never_started) {
+        v.f = fate::never_started;
+      } else if (rec.calls != 0) {
+        v.f = fate::completed;
+      } else if (o.rec.use_count() == 1) {
+        v.f = fate::destroyed;
+      } else {
+        v.f = fate::pending;
+      }
+      if (v.f == fate::completed) {
+        v.ec = rec.ec;
+        v.count = rec.count;
+      }
+      obs.ops.push_back(v);
+    }
+    for (const permit& p : table_) {
+      obs.table.emplace_back(p ? p.key() : -1, static_cast<int>(p.count()));
+    }
+    return obs;
+  }
+
+  // Contract violations seen so far (inside handlers or by the driver).
+  std::string problems() const {
+    std::string all = problem_;
+    for (const real_op& o : ops_) {
+      if (!o.rec->problem.empty()) all += "op #" + std::to_string(o.rec->id) + ": " + o.rec->problem;
+      if (o.rec->calls > 1) all += "op #" + std::to_string(o.rec->id) + ": handler invoked twice; ";
+    }
+    return all;
+  }
+
+  // At the very end: every slot cleared, every op's memory given back.
+  std::string final_problems() const {
+    std::string all;
+    for (const real_op& o : ops_) {
+      // (co_spawn owns a coroutine's slot and leaves its own handler there.)
+      if (o.signal && !is_coroutine(o.rec->tok) && o.signal->slot().has_handler()) {
+        all += "op #" + std::to_string(o.rec->id) + ": cancellation slot not cleared; ";
+      }
+      if (o.counts && o.counts->allocations != o.counts->deallocations) {
+        all += "op #" + std::to_string(o.rec->id) + ": " + std::to_string(o.counts->allocations) +
+               " allocations, " + std::to_string(o.counts->deallocations) + " deallocations; ";
+      }
+    }
+    return all;
+  }
+
+ private:
+  struct real_op {
+    std::shared_ptr<record> rec;
+    std::unique_ptr<asio::cancellation_signal> signal;
+    std::unique_ptr<alloc_counts> counts;
+  };
+
+  struct handler {
+    system* sys;
+    std::shared_ptr<record> rec;
+    void operator()(error_code ec, permit p) { sys->on_complete(*rec, ec, std::move(p)); }
+    void operator()(std::tuple<error_code, permit> result) {
+      sys->on_complete(*rec, std::get<0>(result), std::move(std::get<1>(result)));
+    }
+  };
+
+  using deferred_type = decltype(std::declval<semaphore&>().acquire(0, std::size_t{1}, asio::deferred));
+
+  static long run(asio::io_context& ctx, bool one) {
+    // A context whose work count fell to zero stops itself (asio); the
+    // driver always restarts it, as a server's loop would.
+    if (ctx.stopped()) ctx.restart();
+    const std::size_t ran = one ? ctx.poll_one() : ctx.poll();
+    if (ctx.stopped()) ctx.restart();
+    return static_cast<long>(ran);
+  }
+
+  int try_acquire(int key, int n) {
+    try {
+      auto p = sem_->try_acquire(key, static_cast<std::size_t>(n));
+      if (!p) return 0;
+      const int count = static_cast<int>(p->count());
+      if (p->key() != key) problem_ += "try_acquire: permit on the wrong key; ";
+      table_.push_back(std::move(*p));
+      return count;
+    } catch (const std::invalid_argument&) {
+      return -1;
+    }
+  }
+
+  real_op& new_op(int key, int n, token tok, bool cancellable, const handler_action& then, bool nested) {
+    real_op o;
+    o.rec = std::make_shared<record>();
+    o.rec->id = static_cast<int>(ops_.size());
+    o.rec->key = key;
+    o.rec->n = n;
+    o.rec->tok = tok;
+    o.rec->then = then;
+    o.rec->nested = nested;
+    if (cancellable && tok != token::future && tok != token::detached) {
+      o.signal = std::make_unique<asio::cancellation_signal>();
+    }
+    if (tok == token::alloc) {
+      o.counts = std::make_unique<alloc_counts>();
+    }
+    ops_.push_back(std::move(o));
+    futures_.emplace_back();
+    return ops_.back();
+  }
+
+  // Calls f with the handler, bound to the op's cancellation slot if it has one.
+  template <class F>
+  static void with_slot(real_op& o, handler h, F&& f) {
+    if (o.signal) {
+      f(asio::bind_cancellation_slot(o.signal->slot(), std::move(h)));
+    } else {
+      f(std::move(h));
+    }
+  }
+
+  void start(int key, int n, token tok, bool cancellable, const handler_action& then, bool nested) {
+    real_op& o = new_op(key, n, tok, cancellable, then, nested);
+    const auto count = static_cast<std::size_t>(n);
+    handler h{this, o.rec};
+    switch (tok) {
+      case token::callback:
+      case token::deferred:
+        with_slot(o, std::move(h), [&](auto&& bound) { sem_->acquire(key, count, std::move(bound)); });
+        break;
+      case token::tuple:
+        with_slot(o, std::move(h), [&](auto&& bound) { sem_->acquire(key, count, asio::as_tuple(std::move(bound))); });
+        break;
+      case token::strand:
+        with_slot(o, std::move(h), [&](auto&& bound) {
+          sem_->acquire(key, count, asio::bind_executor(*strand_, std::move(bound)));
+        });
+        break;
+      case token::ctx2:
+        with_slot(o, std::move(h), [&](auto&& bound) {
+          sem_->acquire(key, count, asio::bind_executor(ctx1_->get_executor(), std::move(bound)));
+        });
+        break;
+      case token::alloc: {
+        alloc_counts& counts = *o.counts;
+        with_slot(o, std::move(h), [&](auto&& bound) {
+          sem_->acquire(key, count, asio::bind_allocator(counting_allocator<void>(counts), std::move(bound)));
+        });
+        break;
+      }
+      case token::coro:
+      case token::awaitable:
+        spawn(o);
+        break;
+      case token::future:
+        futures_.back() = sem_->acquire(key, count, asio::use_future);
+        break;
+      case token::detached:
+        sem_->acquire(key, count, asio::detached);
+        break;
+    }
+  }
+
+  void spawn(real_op& o) {
+    auto body = [this, rec = o.rec]() -> asio::awaitable<void> {
+      if (!sem_) {
+        rec->never_started = true;
+        co_return;
+      }
+      // Cleared on resumption, and also when the suspended frame is
+      // destroyed with its context.
+      struct awaiting_flag {
+        record* r;
+        explicit awaiting_flag(record* rec) : r(rec) { r->coro_awaiting = true; }
+        ~awaiting_flag() { r->coro_awaiting = false; }
+      };
+      std::optional<awaiting_flag> awaiting(std::in_place, rec.get());
+      error_code ec;
+      permit p;
+      if (rec->tok == token::awaitable) {
+        try {
+          p = co_await sem_->acquire(rec->key, static_cast<std::size_t>(rec->n));
+        } catch (const boost::system::system_error& e) {
+          ec = e.code();
+        }
+      } else {
+        std::tie(ec, p) = co_await sem_->acquire(rec->key, static_cast<std::size_t>(rec->n),
+                                                 asio::as_tuple(asio::use_awaitable));
+      }
+      awaiting.reset();
+      on_complete(*rec, ec, std::move(p));
+    };
+    if (o.signal) {
+      asio::co_spawn(*ctx0_, std::move(body), asio::bind_cancellation_slot(o.signal->slot(), asio::detached));
+    } else {
+      asio::co_spawn(*ctx0_, std::move(body), asio::detached);
+    }
+  }
+
+  void launch(int index, bool cancellable, const handler_action& then) {
+    auto& d = deferred_[static_cast<std::size_t>(index)];
+    deferred_type op = std::move(*d);
+    d.reset();
+    // The deferred op knows its key and count; the record needs them too.
+    const auto [key, n] = deferred_args_[static_cast<std::size_t>(index)];
+    real_op& o = new_op(key, n, token::deferred, cancellable, then, false);
+    handler h{this, o.rec};
+    with_slot(o, std::move(h), [&](auto&& bound) { std::move(op)(std::move(bound)); });
+  }
+
+  void emit(int id, sig type) {
+    auto& o = ops_[static_cast<std::size_t>(id)];
+    switch (type) {
+      case sig::none: o.signal->emit(asio::cancellation_type::none); break;
+      case sig::terminal: o.signal->emit(asio::cancellation_type::terminal); break;
+      case sig::partial: o.signal->emit(asio::cancellation_type::partial); break;
+      case sig::total: o.signal->emit(asio::cancellation_type::total); break;
+      case sig::all: o.signal->emit(asio::cancellation_type::all); break;
+    }
+  }
+
+  int cancel_target(int pick) const {
+    std::vector<int> candidates;
+    for (const real_op& o : ops_) {
+      if (!o.signal) continue;
+      if (is_coroutine(o.rec->tok) && !o.rec->coro_awaiting) continue;
+      candidates.push_back(o.rec->id);
+    }
+    if (candidates.empty()) return -1;
+    return candidates[static_cast<std::size_t>(pick) % candidates.size()];
+  }
+
+  void destroy_semaphore() {
+    deferred_.clear();  // they point at the semaphore; the model never launches them now
+    sem_.reset();
+  }
+
+  void check_permit(record& rec, const permit& p) {
+    if (rec.ec == ec_kind::ok) {
+      if (!p) {
+        rec.problem += "success without a permit; ";
+      } else if (p.key() != rec.key || static_cast<int>(p.count()) != rec.n) {
+        rec.problem += "permit for the wrong key or count; ";
+      }
+    } else if (p) {
+      rec.problem += "an error with a permit; ";
+    }
+  }
+
+  static bool is_coroutine(token t) { return t == token::coro || t == token::awaitable; }
+
+  void on_complete(record& rec, error_code ec, permit p) {
+    log_.push_back(rec.id);
+    ++rec.calls;
+    rec.ec = classify(ec, rec.problem);
+    rec.count = static_cast<int>(p.count());
+    check_permit(rec, p);
+    const real_op& o = ops_[static_cast<std::size_t>(rec.id)];
+    if (o.counts && o.counts->allocations != o.counts->deallocations) {
+      rec.problem += "op memory not freed before the upcall; ";
+    }
+    const handler_action then = rec.nested ? handler_action{} : rec.then;
+    if (then.what == act::drop) {
+      return;  // p goes at the end of the handler
+    }
+    if (p) table_.push_back(std::move(p));
+    switch (then.what) {
+      case act::release_oldest:
+        if (!table_.empty()) {
+          permit oldest = std::move(table_.front());
+          table_.erase(table_.begin());
+          oldest.release();
+        }
+        break;
+      case act::acquire:
+        if (sem_ && ctx0_) start(then.key, then.n, token::callback, false, {}, true);
+        break;
+      case act::try_acquire:
+        if (sem_) try_acquire(then.key, then.n);
+        break;
+      case act::cancel:
+        if (const int target = cancel_target(then.target); target >= 0) emit(target, then.type);
+        break;
+      case act::close:
+        if (sem_) sem_->close();
+        break;
+      case act::destroy_sem:
+        if (sem_) destroy_semaphore();
+        break;
+      default:
+        break;
+    }
+  }
+
+  config cfg_;
+  std::optional<asio::io_context> ctx0_;
+  std::optional<asio::io_context> ctx1_;
+  std::optional<asio::strand<asio::io_context::executor_type>> strand_;
+  std::unique_ptr<semaphore> sem_;
+  std::vector<real_op> ops_;
+  std::vector<std::future<permit>> futures_;  // one per op; valid for use_future ops
+  std::vector<permit> table_;
+  std::vector<std::optional<deferred_type>> deferred_;
+  std::vector<std::pair<int, int>> deferred_args_;  // (key, n) of each deferred op
+  std::string problem_;
+  std::vector<int> log_;
+  int last_try_ = 0;
+};
+
+}  // namespace keysem::model
+
+#endif
