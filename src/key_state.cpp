@@ -3,13 +3,58 @@
 #include <keysem/detail/shard.hpp>
 
 #include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/error.hpp>
 
+#include <exception>
 #include <mutex>
+#include <utility>
 
 namespace keysem::detail {
 
 using namespace key_word;
+
+namespace {
+
+// The shard whose strand job this thread is running, if any. A release
+// inside a strand job (a completion that could not be posted gives its
+// permit back) must post its drain rather than dispatch it: dispatch would
+// run the drain inline, inside the job that is walking the queue.
+thread_local const shard_base* running_shard = nullptr;
+
+class strand_job_scope {
+ public:
+  explicit strand_job_scope(const shard_base& shard) noexcept
+      : previous_(std::exchange(running_shard, &shard)) {}
+  strand_job_scope(const strand_job_scope&) = delete;
+  strand_job_scope& operator=(const strand_job_scope&) = delete;
+  ~strand_job_scope() { running_shard = previous_; }
+
+ private:
+  const shard_base* previous_;
+};
+
+// Posting a completion can fail (the handler's allocator throws). The op is
+// then destroyed, giving back any permit, and the strand job finishes its
+// bookkeeping before the first such exception leaves it.
+void complete_or_record(waiter_op& op, const boost::system::error_code& ec,
+                        std::exception_ptr& failure) noexcept {
+  try {
+    op.complete(ec);
+  } catch (...) {
+    if (!failure) {
+      failure = std::current_exception();
+    }
+  }
+}
+
+void rethrow_if(const std::exception_ptr& failure) {
+  if (failure) {
+    std::rethrow_exception(failure);
+  }
+}
+
+}  // namespace
 
 // Drains the queue after releases. Destroyed without running, it gives up the
 // drain bit, which is its reference to the state.
@@ -113,17 +158,24 @@ void key_state_base::schedule_drain() {
     drop_drain();  // the context is gone, and with it every waiter
     return;
   }
+  if (running_shard == shard_) {
+    boost::asio::post(shard_->strand(), drain_job(*this));
+    return;
+  }
   // dispatch: when the releasing thread already runs the strand's context and
   // the strand is idle, the drain runs right here and saves a queue round trip.
   boost::asio::dispatch(shard_->strand(), drain_job(*this));
 }
 
 void key_state_base::enqueue(waiter_op& op) {
+  const strand_job_scope scope(*shard_);
+  std::exception_ptr failure;
   if (const auto ec = shard_->core().stop_error()) {
     if (op.try_claim()) {
-      op.complete(ec);
+      complete_or_record(op, ec, failure);
       cancel_waiter_reservation();
     }
+    rethrow_if(failure);
     return;  // a cancelled op is finished by its cancel job
   }
   queue_.push_back(op);
@@ -131,8 +183,9 @@ void key_state_base::enqueue(waiter_op& op) {
   // release the permit on another thread at once: pin the state until the
   // strand is done with it.
   word_.fetch_add(strand_pin_bit, std::memory_order_relaxed);
-  grant_waiters();
+  grant_waiters(failure);
   subtract(strand_pin_bit);
+  rethrow_if(failure);
 }
 
 // Grants queued ops in FIFO order while they fit; a head that does not fit
@@ -141,7 +194,7 @@ void key_state_base::enqueue(waiter_op& op) {
 // Returns the last word seen, for run_drain's final check. The caller must
 // hold a reference of its own (drain bit, strand pin, a cancelled op's
 // registration): each grant gives the op's reference away with the permit.
-std::uint64_t key_state_base::grant_waiters() {
+std::uint64_t key_state_base::grant_waiters(std::exception_ptr& failure) {
   std::uint64_t word = word_.load(std::memory_order_acquire);
   if (shard_->core().is_stopped()) {
     return word;  // close/destroy completes the queue; grant nothing more
@@ -159,7 +212,7 @@ std::uint64_t key_state_base::grant_waiters() {
         // subtract, so the permits seen free above are still free.
         const std::uint64_t delta = std::uint64_t{op->count()} - one_waiter;
         word = word_.fetch_add(delta, std::memory_order_acq_rel) + delta;
-        op->complete({});
+        complete_or_record(*op, {}, failure);
       }
     }
     op = next;
@@ -168,8 +221,10 @@ std::uint64_t key_state_base::grant_waiters() {
 }
 
 void key_state_base::run_drain() {
+  const strand_job_scope scope(*shard_);
+  std::exception_ptr failure;
   for (;;) {
-    std::uint64_t word = grant_waiters();
+    std::uint64_t word = grant_waiters(failure);
     // The drain bit is this job's reference. Clearing it fails if a release
     // slipped in after the scan; then scan again, or that release's permits
     // would wait for a drain nobody scheduled.
@@ -177,7 +232,7 @@ void key_state_base::run_drain() {
     if (cleared != 0) {
       if (word_.compare_exchange_strong(word, cleared, std::memory_order_acq_rel,
                                         std::memory_order_relaxed)) {
-        return;
+        break;
       }
       continue;
     }
@@ -186,32 +241,38 @@ void key_state_base::run_drain() {
     const auto [before, after] = shard_->transition_locked(
         *this, [word](std::uint64_t current) { return current == word ? 0 : current; });
     if (after == 0) {
-      return;
+      break;
     }
   }
+  rethrow_if(failure);  // the state may be gone: touch nothing of it
 }
 
 void key_state_base::finish_cancelled(waiter_op& op, bool invoke) {
+  std::exception_ptr failure;
   if (waiter_queue::is_linked(op)) {
     queue_.erase(op);
   }
   if (invoke) {
-    grant_waiters();  // the cancelled op may have been blocking the head
-    op.complete(boost::asio::error::operation_aborted);
+    const strand_job_scope scope(*shard_);
+    grant_waiters(failure);  // the cancelled op may have been blocking the head
+    complete_or_record(op, boost::asio::error::operation_aborted, failure);
   } else {
     op.destroy();
   }
   cancel_waiter_reservation();
+  rethrow_if(failure);
 }
 
 void key_state_base::abort_waiters(const boost::system::error_code& ec, bool invoke) {
+  const strand_job_scope scope(*shard_);
+  std::exception_ptr failure;
   std::uint64_t aborted = 0;
   for (waiter_op* op = queue_.front(); op != nullptr;) {
     waiter_op* const next = waiter_queue::next(*op);
     if (op->try_claim()) {
       queue_.erase(*op);
       if (invoke) {
-        op->complete(ec);
+        complete_or_record(*op, ec, failure);
       } else {
         op->destroy();
       }
@@ -222,6 +283,7 @@ void key_state_base::abort_waiters(const boost::system::error_code& ec, bool inv
   if (aborted != 0) {
     subtract(aborted * one_waiter);
   }
+  rethrow_if(failure);
 }
 
 }  // namespace keysem::detail

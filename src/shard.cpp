@@ -4,6 +4,7 @@
 #include <boost/asio/error.hpp>
 #include <boost/asio/post.hpp>
 
+#include <exception>
 #include <mutex>
 
 namespace keysem::detail {
@@ -25,8 +26,11 @@ struct shard_base::abort_job {
   }
   void operator()() {
     shard_base* s = std::exchange(shard, nullptr);
+    struct drop_on_exit {
+      shard_base* s;
+      ~drop_on_exit() { s->drop_ref(); }
+    } drop{s};
     s->abort_waiting_keys(ec, true);
-    s->drop_ref();
   }
 };
 
@@ -50,9 +54,20 @@ void shard_base::abort_waiting_keys(const boost::system::error_code& ec, bool in
     collect_waiting_locked(waiting);
   }
   // Each has queued ops, hence waiters in its word: none can be reclaimed
-  // before its own turn here.
+  // before its own turn here. A key whose completion cannot be posted does
+  // not stop the others.
+  std::exception_ptr failure;
   for (key_state_base* state : waiting) {
-    state->abort_waiters(ec, invoke);
+    try {
+      state->abort_waiters(ec, invoke);
+    } catch (...) {
+      if (!failure) {
+        failure = std::current_exception();
+      }
+    }
+  }
+  if (failure) {
+    std::rethrow_exception(failure);
   }
 }
 

@@ -303,11 +303,6 @@ TEST_CASE("fault: allocation failure at every allocation of an acquire never wed
     for (path p : {path::immediate, path::waiting, path::waiting_cancellable, path::waiting_from_handler,
                    path::closed, path::invalid}) {
       for (int fail_at = 2; fail_at <= 8; ++fail_at) {
-        // PENDING: a waiting acquire bound to a concrete executor whose 2nd
-        // allocation (the grant's completion, posted by the drain job) fails
-        // wedges the key: tests/model/pending/alloc_failure_in_grant_wedges_queue_test.cpp.
-        const bool waiting = p == path::waiting || p == path::waiting_cancellable || p == path::waiting_from_handler;
-        if (concrete && waiting && fail_at == 2) continue;
         const alloc_trial trial = run_alloc_trial(p, fail_at, concrete);
         const std::string path_name = name(p);
         CAPTURE(path_name);

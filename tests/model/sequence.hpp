@@ -86,9 +86,10 @@ struct config {
   int keys = 2;    // keys are the ints 0 .. keys-1
   int limit = 2;   // permits_per_key
   int shards = 1;  // semaphore_options::shards (1, 2 or 4); key k lives on shard k % shards
-  // Skip steps that would trigger a library bug already reported (see
-  // tests/model/pending/); a replay can turn this off.
-  bool avoid_known_bugs = true;
+  // Skip steps that would trigger a known, not yet fixed library bug (none
+  // at present: both found so far are fixed, with regression tests); a
+  // replay can set it to reproduce the sequence a bug was reported with.
+  bool avoid_known_bugs = false;
 };
 
 struct sequence {
@@ -384,6 +385,22 @@ inline handler_action random_action(rng& r, const config& cfg, bool endings) {
   return a;
 }
 
+// use_future hands errors to the driver as an exception_ptr made on asio's
+// system thread; libstdc++ counts its references with atomics TSan cannot
+// see (libstdc++.so is not instrumented), so TSan reports the promise's
+// destruction as a race. Under TSan the generator leaves that token out.
+#if defined(__SANITIZE_THREAD__)
+inline constexpr int future_weight = 0;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+inline constexpr int future_weight = 0;
+#else
+inline constexpr int future_weight = 6;
+#endif
+#else
+inline constexpr int future_weight = 6;
+#endif
+
 inline sequence generate(std::uint64_t seed, const generator_options& options = {}) {
   rng r(seed);
   sequence seq;
@@ -403,7 +420,7 @@ inline sequence generate(std::uint64_t seed, const generator_options& options = 
     }
     s.key = r.below(seq.cfg.keys);
     s.n = random_count(r, seq.cfg.limit);
-    static constexpr int token_weights[] = {28, 7, 11, 10, 8, 9, 6, 5, 9};
+    static constexpr int token_weights[] = {28, 7, 11, 10, 8, 9, future_weight, 5, 9};
     s.tok = static_cast<token>(weighted(r, token_weights));
     s.cancellable = r.chance(55);
     s.then = random_action(r, seq.cfg, options.endings);

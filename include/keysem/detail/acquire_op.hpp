@@ -33,16 +33,23 @@ class enqueue_job {
   enqueue_job(enqueue_job&& other) noexcept : op_(std::exchange(other.op_, nullptr)) {}
   enqueue_job& operator=(enqueue_job&&) = delete;
   ~enqueue_job() {
-    if (op_ != nullptr && op_->try_claim()) {
+    if (op_ == nullptr) {
+      return;
+    }
+    op_->enqueue_pending = false;
+    if (op_->try_claim()) {
       key_state_base& key = op_->key();
       op_->destroy();
       key.cancel_waiter_reservation();
+    } else if (op_->cancel_job_dropped) {
+      op_->key().finish_cancelled(*op_, false);
     }
-    // A cancelled op is finished by its cancel job, run or destroyed.
+    // Otherwise the op is cancelled and its cancel job, still queued, finishes it.
   }
 
   void operator()() {
     waiter_op* op = std::exchange(op_, nullptr);
+    op->enqueue_pending = false;
     op->key().enqueue(*op);
   }
 
@@ -57,11 +64,17 @@ class cancel_job {
   cancel_job(cancel_job&& other) noexcept : op_(std::exchange(other.op_, nullptr)) {}
   cancel_job& operator=(cancel_job&&) = delete;
   ~cancel_job() {
-    if (op_ != nullptr) {
+    if (op_ == nullptr) {
+      return;
+    }
+    if (op_->enqueue_pending) {
+      op_->cancel_job_dropped = true;  // the enqueue job, destroyed later, finishes the op
+    } else {
       op_->key().finish_cancelled(*op_, false);
     }
   }
 
+  // Runs after the op's enqueue job: a live strand runs jobs in order.
   void operator()() {
     waiter_op* op = std::exchange(op_, nullptr);
     op->key().finish_cancelled(*op, true);

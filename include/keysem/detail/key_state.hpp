@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cstddef>
+#include <exception>
 #include <cstdint>
 #include <utility>
 
@@ -72,7 +73,7 @@ class alignas(64) key_state_base {
  private:
   friend class shard_base;
 
-  std::uint64_t grant_waiters();
+  std::uint64_t grant_waiters(std::exception_ptr& failure);
   void subtract(std::uint64_t amount) noexcept;
   void schedule_drain();
   template <class Next>

@@ -39,6 +39,12 @@ class waiter_op {
   key_state_base& key() const noexcept { return *key_; }
   std::uint32_t count() const noexcept { return count_; }
 
+  // Strand (or shutdown) only. When a context is destroyed, asio destroys a
+  // strand's queued jobs in no guaranteed order: these two flags let the
+  // enqueue job and the cancel job of one op agree on who finishes it.
+  bool enqueue_pending = true;      // the enqueue job has neither run nor been destroyed
+  bool cancel_job_dropped = false;  // the cancel job was destroyed first, leaving the op to it
+
  protected:
   using complete_fn = void (*)(waiter_op*, const boost::system::error_code&);
   using destroy_fn = void (*)(waiter_op*) noexcept;

@@ -1,7 +1,4 @@
-// PENDING (library bug, not yet fixed): kept out of the CMake globs so CI
-// stays green. Move into tests/model/ (or tests/unit/) once fixed.
-//
-// Bug: destroying an io_context while a waiting acquire's enqueue job and
+// Regression (found by the model checker): destroying an io_context while a waiting acquire's enqueue job and
 // its cancel job are both still queued on the shard's strand is a
 // use-after-free.
 //
@@ -32,7 +29,7 @@ namespace {
 
 namespace asio = boost::asio;
 
-TEST_CASE("bug: context destroyed with an unrun enqueue job and its cancel job is a use-after-free") {
+TEST_CASE("regression: a context destroyed with an unrun enqueue job and its cancel job frees the op once") {
   keysem::keyed_semaphore::permit held;
   asio::cancellation_signal signal;  // outlives the context, as asio requires
   bool invoked = false;

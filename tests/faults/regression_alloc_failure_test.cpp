@@ -1,7 +1,4 @@
-// PENDING (library bug, not yet fixed): kept out of the CMake globs so CI
-// stays green. Move into tests/faults/ once fixed.
-//
-// Bug: when posting a granted waiter's completion throws (the handler's
+// Regression (found by the model checker): when posting a granted waiter's completion throws (the handler's
 // allocator fails), the drain job unwinds with its drain bit still set.
 // The key's queue is then wedged for good — a release never schedules
 // another drain while the bit is set — and the key's state, the shard and
@@ -25,9 +22,6 @@
 // completed and their waiters never removed). The three test cases below
 // show each.
 //
-// Reproduce: run this test (any build); each case fails its last CHECKs.
-// Under ASan, LSan also reports the leaked key_state / shard /
-// semaphore_impl at exit.
 #include <keysem/keysem.hpp>
 
 #include <boost/asio.hpp>
@@ -58,7 +52,7 @@ struct failing_allocator {
   bool operator==(const failing_allocator<U>& o) const noexcept { return calls == o.calls; }
 };
 
-TEST_CASE("bug: allocation failure while posting a granted waiter's completion wedges the key's queue") {
+TEST_CASE("regression: allocation failure while posting a granted waiter's completion wedges the key's queue") {
   asio::io_context ctx;
   keysem::keyed_semaphore sem(ctx, 1);
   auto held = sem.try_acquire("k");
@@ -93,7 +87,7 @@ TEST_CASE("bug: allocation failure while posting a granted waiter's completion w
   CHECK(sem.key_count() == 0);
 }
 
-TEST_CASE("bug: allocation failure while posting a cancelled waiter's completion leaves a phantom waiter") {
+TEST_CASE("regression: allocation failure while posting a cancelled waiter's completion leaves a phantom waiter") {
   asio::io_context ctx;
   keysem::keyed_semaphore sem(ctx, 1);
   auto held = sem.try_acquire("k");
@@ -116,7 +110,7 @@ TEST_CASE("bug: allocation failure while posting a cancelled waiter's completion
   CHECK(sem.key_count() == 0);
 }
 
-TEST_CASE("bug: allocation failure while close() completes a waiter leaves the rest of the queue hanging") {
+TEST_CASE("regression: allocation failure while close() completes a waiter leaves the rest of the queue hanging") {
   asio::io_context ctx;
   keysem::keyed_semaphore sem(ctx, 1);
   auto held = sem.try_acquire("k");
