@@ -3,8 +3,8 @@
 #include <keysem/detail/shard.hpp>
 
 #include <boost/asio/dispatch.hpp>
-#include <boost/asio/post.hpp>
 #include <boost/asio/error.hpp>
+#include <boost/asio/post.hpp>
 
 #include <exception>
 #include <mutex>

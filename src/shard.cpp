@@ -16,7 +16,8 @@ struct shard_base::abort_job {
   boost::system::error_code ec;
 
   abort_job(shard_base& s, const boost::system::error_code& e) noexcept : shard(&s), ec(e) {}
-  abort_job(abort_job&& other) noexcept : shard(std::exchange(other.shard, nullptr)), ec(other.ec) {}
+  abort_job(abort_job&& other) noexcept
+      : shard(std::exchange(other.shard, nullptr)), ec(other.ec) {}
   abort_job& operator=(abort_job&&) = delete;
   ~abort_job() {
     if (shard != nullptr) {

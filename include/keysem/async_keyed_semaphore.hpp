@@ -37,6 +37,8 @@ namespace detail {
 
 // A key type the semaphore can look up without building a key_type: the key
 // itself, or any type the hasher and the key comparison accept transparently.
+// (clang-format 14 cannot lay out requires-clauses: they are kept as written.)
+// clang-format off
 template <class K, class Key, class Hash, class KeyEqual>
 concept lookup_key_for =
     std::same_as<std::remove_cvref_t<K>, Key> ||
@@ -44,6 +46,7 @@ concept lookup_key_for =
      (requires { typename KeyEqual::is_transparent; } ||
       std::same_as<KeyEqual, std::equal_to<Key>>) &&
      std::constructible_from<Key, const K&>);
+// clang-format on
 
 // The comparison stored in the key table: std::equal_to<Key> becomes the
 // transparent std::equal_to<>, which compares the same way but also accepts
@@ -107,6 +110,7 @@ class async_keyed_semaphore {
                             make_table_equal(equal))) {}
 
   /// Constructs a semaphore that uses `context.get_executor()`.
+  // clang-format off
   template <class ExecutionContext>
     requires std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&> &&
              std::is_constructible_v<executor_type, typename ExecutionContext::executor_type>
@@ -115,6 +119,7 @@ class async_keyed_semaphore {
                         const key_equal& equal = key_equal())
       : async_keyed_semaphore(executor_type(context.get_executor()), permits_per_key, options,
                               hash, equal) {}
+  // clang-format on
 
   async_keyed_semaphore(const async_keyed_semaphore&) = delete;
   async_keyed_semaphore& operator=(const async_keyed_semaphore&) = delete;
@@ -163,9 +168,11 @@ class async_keyed_semaphore {
   }
 
   /// Acquires one permit on `key`: see the weighted overload.
+  // clang-format off
   template <BOOST_ASIO_COMPLETION_TOKEN_FOR(acquire_signature) CompletionToken>
     requires(!std::is_arithmetic_v<std::remove_cvref_t<CompletionToken>>)
   auto acquire(key_type key, CompletionToken&& token) {
+    // clang-format on
     return acquire(std::move(key), 1, std::forward<CompletionToken>(token));
   }
 
@@ -213,7 +220,8 @@ class async_keyed_semaphore {
   template <BOOST_ASIO_COMPLETION_TOKEN_FOR(acquire_signature) CompletionToken>
   auto acquire(key_type key, std::size_t n, CompletionToken&& token) {
     return boost::asio::async_initiate<CompletionToken, acquire_signature>(
-        initiate_acquire{this}, token, std::move(key), std::size_t{n});  // by value: deferred keeps it
+        initiate_acquire{this}, token, std::move(key),
+        std::size_t{n});  // by value: deferred keeps it
   }
 
   /// Takes `n` permits on `key` now if they are free and nobody is waiting
@@ -222,9 +230,11 @@ class async_keyed_semaphore {
   /// Throws std::invalid_argument if `n` is 0 or greater than permits_per_key().
   /// Heterogeneous: with a transparent hasher (keysem::hash<std::string> is
   /// one) a std::string key can be tried by std::string_view or const char*.
+  // clang-format off
   template <class K>
     requires detail::lookup_key_for<K, Key, Hash, KeyEqual>
   std::optional<permit> try_acquire(const K& key, std::size_t n = 1) {
+    // clang-format on
     const auto count = checked_count(n);
     if (impl_->is_stopped()) {
       return std::nullopt;
@@ -245,25 +255,31 @@ class async_keyed_semaphore {
   bool is_closed() const noexcept { return impl_->is_closed(); }
 
   /// Permits currently held on `key`, exact at the moment of the call.
+  // clang-format off
   template <class K>
     requires detail::lookup_key_for<K, Key, Hash, KeyEqual>
   std::size_t in_use(const K& key) const {
+    // clang-format on
     return detail::key_word::held(word_of(key));
   }
 
   /// permits_per_key() - in_use(key): what a try_acquire could take when
   /// nobody waits on the key.
+  // clang-format off
   template <class K>
     requires detail::lookup_key_for<K, Key, Hash, KeyEqual>
   std::size_t available(const K& key) const {
+    // clang-format on
     return permits_per_key() - in_use(key);
   }
 
   /// Acquire operations on `key` that have not been granted yet: queued,
   /// or cancelled and not yet taken out of the queue by the shard's strand.
+  // clang-format off
   template <class K>
     requires detail::lookup_key_for<K, Key, Hash, KeyEqual>
   std::size_t waiting(const K& key) const {
+    // clang-format on
     return detail::key_word::waiters(word_of(key));
   }
 
@@ -378,7 +394,8 @@ class async_keyed_semaphore {
   static std::uint32_t checked_limit(std::size_t permits) {
     if (permits == 0 || permits > max_permits_per_key) {
       throw std::invalid_argument(
-          "keysem::async_keyed_semaphore: permits_per_key must be between 1 and max_permits_per_key");
+          "keysem::async_keyed_semaphore: permits_per_key must be between 1 and "
+          "max_permits_per_key");
     }
     return static_cast<std::uint32_t>(permits);
   }

@@ -51,9 +51,12 @@ struct hash<std::string_view> : string_hash {};
 
 /// XXH3 over the integer's value widened to 64 bits, so equal values of
 /// different widths hash alike.
+// (clang-format 14 cannot lay out requires-clauses)
+// clang-format off
 template <class Key>
   requires std::integral<Key> || std::is_enum_v<Key>
 struct hash<Key> {
+  // clang-format on
   using is_avalanching = void;
 
   std::size_t operator()(Key key) const noexcept {

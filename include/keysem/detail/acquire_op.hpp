@@ -114,7 +114,8 @@ class acquire_op final : public waiter_op {
   allocator_type get_allocator() const noexcept { return operation_allocator(handler_); }
 
  private:
-  using op_allocator = typename std::allocator_traits<allocator_type>::template rebind_alloc<acquire_op>;
+  using op_allocator =
+      typename std::allocator_traits<allocator_type>::template rebind_alloc<acquire_op>;
   using tracked_executor = std::decay_t<decltype(boost::asio::prefer(
       std::declval<boost::asio::associated_executor_t<Handler, IoExecutor>>(),
       boost::asio::execution::outstanding_work.tracked))>;
@@ -156,7 +157,8 @@ class acquire_op final : public waiter_op {
     acquire_op* op_;
   };
 
-  acquire_op(Handler& handler, key_state<Key>& key, std::uint32_t count, const IoExecutor& io_executor)
+  acquire_op(Handler& handler, key_state<Key>& key, std::uint32_t count,
+             const IoExecutor& io_executor)
       : waiter_op(key, count, &do_complete, &do_destroy),
         work_(boost::asio::prefer(boost::asio::get_associated_executor(handler, io_executor),
                                   boost::asio::execution::outstanding_work.tracked)),

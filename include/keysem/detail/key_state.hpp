@@ -9,8 +9,8 @@
 
 #include <atomic>
 #include <cstddef>
-#include <exception>
 #include <cstdint>
+#include <exception>
 #include <utility>
 
 namespace keysem::detail {

@@ -26,9 +26,7 @@ inline constexpr std::uint64_t max_permits = 0x7FFF'FFFFull;
 
 constexpr std::uint64_t held(std::uint64_t word) noexcept { return word & held_mask; }
 
-constexpr std::uint64_t waiters(std::uint64_t word) noexcept {
-  return (word & waiters_mask) >> 32;
-}
+constexpr std::uint64_t waiters(std::uint64_t word) noexcept { return (word & waiters_mask) >> 32; }
 
 constexpr bool drain_scheduled(std::uint64_t word) noexcept { return (word & drain_bit) != 0; }
 

@@ -9,9 +9,9 @@
 
 #include <atomic>
 #include <cstddef>
-#include <new>
 #include <cstdint>
 #include <mutex>
+#include <new>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -33,7 +33,9 @@ struct state_hash {
   using is_transparent = void;
   std::size_t operator()(const key_state<Key>* state) const { return hash(state->key()); }
   template <class K>
-  std::size_t operator()(const prehashed_key<K>& lookup) const noexcept { return lookup.hash; }
+  std::size_t operator()(const prehashed_key<K>& lookup) const noexcept {
+    return lookup.hash;
+  }
 
   [[no_unique_address]] Hash hash;
 };
@@ -69,8 +71,7 @@ class keyed_shard final : public shard_base {
 
   keyed_shard(core_base& core, boost::asio::any_io_executor strand, const Hash& hash,
               const KeyEqual& equal)
-      : shard_base(core, std::move(strand)),
-        table_(0, table_hash{hash}, table_equal{equal}) {}
+      : shard_base(core, std::move(strand)), table_(0, table_hash{hash}, table_equal{equal}) {}
 
   ~keyed_shard() {
     // Only reached once every state has been reclaimed; kept as a backstop.

@@ -39,7 +39,8 @@ class alignas(64) shard_base {
   // reclaiming the state if the result is zero. Returns {before, after}; the
   // caller must not touch `state` when `after` is zero.
   template <class Next>
-  std::pair<std::uint64_t, std::uint64_t> transition_locked(key_state_base& state, Next next) noexcept;
+  std::pair<std::uint64_t, std::uint64_t> transition_locked(key_state_base& state,
+                                                            Next next) noexcept;
 
   // Posts a job that completes every queued op with ec.
   void post_abort(const boost::system::error_code& ec);
