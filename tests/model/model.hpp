@@ -169,9 +169,6 @@ class model {
       case kind::poll_one:
       case kind::destroy_ctx:
         r.skip = !ctx_[0].alive;
-        if (!r.skip && s.what == kind::destroy_ctx && cfg_.avoid_known_bugs) {
-          r.skip = known_bug_at_context_destruction();
-        }
         break;
       case kind::poll2:
       case kind::poll_one2:
@@ -327,22 +324,6 @@ class model {
     return {};
   }
 
-  // The known library bug #1 (tests/model/pending/): destroying the context
-  // while a strand holds an op's enqueue job in its ready batch and the same
-  // op's cancel job in its waiting queue. asio destroys waiting jobs first,
-  // so the cancel job frees the op and the enqueue job then touches it.
-  bool known_bug_at_context_destruction() const {
-    for (int s = 0; s < shards_; ++s) {
-      const strand& st = strands_[static_cast<std::size_t>(s)];
-      for (const job& e : st.ready) {
-        if (e.what != job_kind::enqueue) continue;
-        for (const job& c : st.waiting) {
-          if (c.what == job_kind::cancel && c.op == e.op) return true;
-        }
-      }
-    }
-    return false;
-  }
 
  private:
   enum class stop_state { open, closed, destroyed };

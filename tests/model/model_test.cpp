@@ -3,7 +3,7 @@
 // after every step.
 //
 // Environment:
-//   KEYSEM_MODEL_SEQUENCES  sequences per random test case (default 2500; 4 cases)
+//   KEYSEM_MODEL_SEQUENCES  sequences per random test case (default 2500; 5 cases)
 //   KEYSEM_MODEL_SEED       first seed (default 1); case c uses seeds seed + c*1e9 + i
 //   KEYSEM_MODEL_REPLAY     a file in the text form printed on failure: run it alone
 #include "checker.hpp"
@@ -136,6 +136,15 @@ TEST_CASE("model: random long sequences, one key, heavy weights") {
   o.max_keys = 1;
   o.max_limit = 4;
   run_random(3, o);
+}
+
+TEST_CASE("model: random short sequences that end with the context's death, jobs still queued") {
+  generator_options o;
+  o.min_steps = 3;
+  o.max_steps = 16;
+  o.poll_divisor = 4;
+  o.end_with_context_death = true;
+  run_random(4, o);
 }
 
 TEST_CASE("model: replay KEYSEM_MODEL_REPLAY") {

@@ -6,6 +6,7 @@
 #ifndef KEYSEM_TESTS_MODEL_SEQUENCE_HPP
 #define KEYSEM_TESTS_MODEL_SEQUENCE_HPP
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <sstream>
@@ -86,10 +87,6 @@ struct config {
   int keys = 2;    // keys are the ints 0 .. keys-1
   int limit = 2;   // permits_per_key
   int shards = 1;  // semaphore_options::shards (1, 2 or 4); key k lives on shard k % shards
-  // Skip steps that would trigger a known, not yet fixed library bug (none
-  // at present: both found so far are fixed, with regression tests); a
-  // replay can set it to reproduce the sequence a bug was reported with.
-  bool avoid_known_bugs = false;
 };
 
 struct sequence {
@@ -211,8 +208,7 @@ inline std::string print(const step& s) {
 
 inline std::string print(const sequence& seq) {
   std::ostringstream out;
-  out << "keys=" << seq.cfg.keys << " limit=" << seq.cfg.limit << " shards=" << seq.cfg.shards
-      << " avoid_known_bugs=" << seq.cfg.avoid_known_bugs << "\n";
+  out << "keys=" << seq.cfg.keys << " limit=" << seq.cfg.limit << " shards=" << seq.cfg.shards << "\n";
   for (const step& s : seq.steps) {
     out << print(s) << "\n";
   }
@@ -307,7 +303,7 @@ inline sequence parse(std::string_view text) {
         if (key == "keys") seq.cfg.keys = value;
         else if (key == "limit") seq.cfg.limit = value;
         else if (key == "shards") seq.cfg.shards = value;
-        else if (key == "avoid_known_bugs") seq.cfg.avoid_known_bugs = value != 0;
+        else if (key == "avoid_known_bugs") (void)value;  // older replay files: no longer used
         else throw std::invalid_argument("model: unknown header field '" + key + "'");
       }
       continue;
@@ -362,6 +358,11 @@ struct generator_options {
   bool multi_shard = true;
   // Rare steps that end parts of the world (close, destruction).
   bool endings = true;
+  // Polls are rarer by this factor: more jobs and handlers are still queued
+  // when something is destroyed.
+  int poll_divisor = 1;
+  // Append a destroy_ctx step: every sequence ends with context 0 dying.
+  bool end_with_context_death = false;
 };
 
 inline int random_count(rng& r, int limit) {
@@ -408,8 +409,9 @@ inline sequence generate(std::uint64_t seed, const generator_options& options = 
   seq.cfg.limit = 1 + r.below(options.max_limit);
   seq.cfg.shards = options.multi_shard ? (1 << r.below(3)) : 1;
   const int count = options.min_steps + r.below(options.max_steps - options.min_steps + 1);
-  //                               acq def lau try rel can clo des pol p1 pl2 p12 dc dc2
-  static constexpr int weights[] = {26, 2, 3, 8, 13, 9, 1, 1, 9, 16, 2, 4, 1, 1};
+  //                     acq def lau try rel can clo des pol p1 pl2 p12 dc dc2
+  int weights[] = {26, 2, 3, 8, 13, 9, 1, 1, 9, 16, 2, 4, 1, 1};
+  for (int k : {8, 9, 10, 11}) weights[k] = std::max(1, weights[k] / std::max(1, options.poll_divisor));
   for (int i = 0; i < count; ++i) {
     step s;
     s.what = static_cast<kind>(weighted(r, weights));
@@ -427,6 +429,11 @@ inline sequence generate(std::uint64_t seed, const generator_options& options = 
     s.target = r.below(64);
     static constexpr int sig_weights[] = {2, 30, 20, 20, 20};
     s.type = static_cast<sig>(weighted(r, sig_weights));
+    seq.steps.push_back(s);
+  }
+  if (options.end_with_context_death) {
+    step s;
+    s.what = kind::destroy_ctx;
     seq.steps.push_back(s);
   }
   return seq;
