@@ -91,7 +91,7 @@ TEST_CASE("edge: a handler whose move throws while its op is built: acquire thro
 // A release inside a strand job posts its drain instead of running it there.
 // ---------------------------------------------------------------------------
 
-TEST_CASE("edge: a completion that cannot be posted during a cancel job releases its permit; the drain is posted") {
+TEST_CASE("edge: a completion that cannot be posted during a cancel job releases its permit and the drain is posted") {
   // limit 3, 2 held. Queue: big (3, cancellable), fragile (1, its completion
   // post fails), tail (3). Cancelling big runs a grant pass inside the
   // cancel job: fragile is granted, its completion cannot be posted, its
@@ -220,7 +220,7 @@ TEST_CASE("edge: a semaphore over a thread_pool, and one over a strand executor"
 // Small things.
 // ---------------------------------------------------------------------------
 
-TEST_CASE("edge: an empty permit has no key; the error category names unknown values") {
+TEST_CASE("edge: an empty permit has no key, and the error category names unknown values") {
   permit empty;
   CHECK_FALSE(empty);
   CHECK(empty.count() == 0);

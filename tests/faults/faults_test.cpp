@@ -391,7 +391,7 @@ TEST_CASE("fault: a context run by two threads is stopped and restarted under lo
 // Destroying the semaphore from inside its own handlers
 // ---------------------------------------------------------------------------
 
-TEST_CASE("fault: semaphore destroyed inside a waiter's handler; the rest of the queue is aborted") {
+TEST_CASE("fault: semaphore destroyed inside a waiter's handler, and the rest of the queue is aborted") {
   asio::io_context ctx;
   auto sem = std::make_unique<keyed_semaphore>(ctx, 1);
   auto held = sem->try_acquire("k");

@@ -91,7 +91,7 @@ std::string key_name(std::uint64_t index) { return "tenant-" + std::to_string(in
 
 }  // namespace
 
-TEST_CASE("soak: acquire/release pairs over many keys with cancellations; memory comes back") {
+TEST_CASE("soak: acquire/release pairs over many keys with cancellations, and memory comes back") {
   const std::uint64_t target = env_number("KEYSEM_SOAK_PAIRS", 300000);
   const std::uint64_t key_space = env_number("KEYSEM_SOAK_KEYS", 30000);
   const std::size_t window = static_cast<std::size_t>(env_number("KEYSEM_SOAK_WINDOW", 4096));
