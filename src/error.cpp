@@ -13,6 +13,8 @@ class category final : public boost::system::error_category {
     switch (static_cast<error>(value)) {
       case error::closed:
         return "the semaphore is closed";
+      case error::queue_full:
+        return "too many acquires are waiting on the key";
     }
     return "unknown keysem error";
   }

@@ -87,10 +87,9 @@ std::pair<std::uint64_t, std::uint64_t> shard_base::transition_locked(key_state_
   if (after != 0) {
     return {before, after};
   }
-  reclaim_locked(state);
-  const bool last = orphaned_ && refs_ == 0;
+  erase_reclaimed_locked(state);
   guard.unlock();
-  finish_reclaim(&state, last);
+  finish_reclaim(&state);
   return {before, 0};
 }
 
@@ -116,7 +115,7 @@ bool key_state_base::try_take(std::uint32_t n) noexcept {
   const std::uint64_t limit = shard_->limit();
   std::uint64_t word = word_.load(std::memory_order_relaxed);
   for (;;) {
-    if (waiters(word) != 0 || held(word) + n > limit) {
+    if (admit(word, n, limit) != admission::granted) {
       return false;
     }
     if (word_.compare_exchange_weak(word, word + n, std::memory_order_acq_rel,
@@ -126,15 +125,15 @@ bool key_state_base::try_take(std::uint32_t n) noexcept {
   }
 }
 
-bool key_state_base::take_or_register_waiter(std::uint32_t n) noexcept {
+admission key_state_base::take_or_register_waiter(std::uint32_t n) noexcept {
   const std::uint64_t limit = shard_->limit();
   std::uint64_t word = word_.load(std::memory_order_relaxed);
   for (;;) {
-    const bool fits = waiters(word) == 0 && held(word) + n <= limit;
-    const std::uint64_t next = fits ? word + n : word + one_waiter;
-    if (word_.compare_exchange_weak(word, next, std::memory_order_acq_rel,
+    const admission verdict = admit(word, n, limit);
+    if (verdict == admission::queue_full ||
+        word_.compare_exchange_weak(word, admitted(word, n, verdict), std::memory_order_acq_rel,
                                     std::memory_order_relaxed)) {
-      return fits;
+      return verdict;
     }
   }
 }
@@ -149,22 +148,30 @@ void key_state_base::release(std::uint32_t n) noexcept {
   }
 }
 
+void key_state_base::request_drain() noexcept {
+  // The caller's op is registered as a waiter, so the word is not zero.
+  const auto [before, after] = transition([](std::uint64_t word) { return word | drain_bit; });
+  if (drain_scheduled(before)) {
+    return;
+  }
+  try {
+    schedule_drain();
+  } catch (...) {
+    // Out of memory again: the unposted drain job gave its bit back; the op
+    // waits for the key's next release.
+  }
+}
+
 void key_state_base::subtract(std::uint64_t amount) noexcept {
   transition([amount](std::uint64_t word) { return word - amount; });
 }
 
+// dispatch: when the releasing thread already runs the strand's context and
+// the strand is idle, the drain runs right here and saves a queue round trip.
+// A drain job that cannot be posted (the context is gone, and with it every
+// waiter) gives its drain bit back as it is destroyed.
 void key_state_base::schedule_drain() {
-  if (shard_->is_detached()) {
-    drop_drain();  // the context is gone, and with it every waiter
-    return;
-  }
-  if (running_shard == shard_) {
-    boost::asio::post(shard_->strand(), drain_job(*this));
-    return;
-  }
-  // dispatch: when the releasing thread already runs the strand's context and
-  // the strand is idle, the drain runs right here and saves a queue round trip.
-  boost::asio::dispatch(shard_->strand(), drain_job(*this));
+  shard_->post_job(drain_job(*this), running_shard != shard_);
 }
 
 void key_state_base::enqueue(waiter_op& op) {
@@ -208,6 +215,12 @@ std::uint64_t key_state_base::grant_waiters(std::exception_ptr& failure) {
       }
       if (op->try_claim()) {
         queue_.erase(*op);
+        // close() may have run on another thread since the pass began: once
+        // it has returned, nothing queued is granted.
+        if (const auto ec = shard_->core().stop_error()) {
+          complete_or_record(*op, ec, failure);
+          return word_.fetch_sub(one_waiter, std::memory_order_acq_rel) - one_waiter;
+        }
         // Only this strand adds permits while waiters exist, and releases only
         // subtract, so the permits seen free above are still free.
         const std::uint64_t delta = std::uint64_t{op->count()} - one_waiter;

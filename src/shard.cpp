@@ -6,6 +6,7 @@
 
 #include <exception>
 #include <mutex>
+#include <thread>
 
 namespace keysem::detail {
 
@@ -36,14 +37,27 @@ struct shard_base::abort_job {
 };
 
 void shard_base::post_abort(const boost::system::error_code& ec) {
-  if (is_detached()) {
-    return;  // nothing can be queued any more
+  // The job's reference is taken first: if the job cannot be posted (the
+  // context is gone: nothing can be queued any more), its destructor gives
+  // it back.
+  refs_.fetch_add(one_ref, std::memory_order_relaxed);
+  post_job(abort_job(*this, ec), false);
+}
+
+bool shard_base::begin_post() noexcept {
+  const std::uint64_t before = refs_.fetch_add(one_poster + one_ref, std::memory_order_acq_rel);
+  if ((before & detached_bit) == 0) {
+    return true;
   }
-  {
-    std::lock_guard guard(lock_);
-    ++refs_;
+  end_post();
+  return false;
+}
+
+void shard_base::end_post() noexcept {
+  const std::uint64_t before = refs_.fetch_sub(one_poster + one_ref, std::memory_order_acq_rel);
+  if ((before & refs_mask) == one_ref) {
+    core_->shard_released();  // may delete this shard
   }
-  boost::asio::post(strand_, abort_job(*this, ec));
 }
 
 // Close and destroy are rare, so instead of keeping a list of keys with
@@ -72,38 +86,35 @@ void shard_base::abort_waiting_keys(const boost::system::error_code& ec, bool in
   }
 }
 
-void shard_base::reclaim_locked(key_state_base& state) noexcept {
+void shard_base::erase_reclaimed_locked(key_state_base& state) noexcept {
   erase_locked(state);
-  --refs_;
   keys_.store(keys_.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
 }
 
-void shard_base::finish_reclaim(key_state_base* state, bool last) noexcept {
+// The key's reference goes back only after its state (and its key, whose
+// destructor is the user's code) is gone: until then the shard, and the
+// core that owns it, must stay alive.
+void shard_base::finish_reclaim(key_state_base* state) noexcept {
   destroy_state(state);
-  if (last) {
+  drop_ref();
+}
+
+void shard_base::drop_ref() noexcept {
+  const std::uint64_t before = refs_.fetch_sub(one_ref, std::memory_order_acq_rel);
+  if ((before & refs_mask) == one_ref) {
     core_->shard_released();  // may delete this shard
   }
 }
 
-void shard_base::drop_ref() noexcept {
-  std::unique_lock guard(lock_);
-  --refs_;
-  const bool last = orphaned_ && refs_ == 0;
-  guard.unlock();
-  if (last) {
-    core_->shard_released();
-  }
-}
-
 void shard_base::detach() noexcept {
+  // From here on post_job() refuses; the posts already past their check
+  // finish first, as they read the strand and use its context.
+  refs_.fetch_or(detached_bit, std::memory_order_acq_rel);
+  while ((refs_.load(std::memory_order_acquire) & posters_mask) != 0) {
+    std::this_thread::yield();
+  }
   abort_waiting_keys(boost::asio::error::operation_aborted, false);
   strand_ = boost::asio::any_io_executor();
-}
-
-bool shard_base::orphan() noexcept {
-  std::lock_guard guard(lock_);
-  orphaned_ = true;
-  return refs_ == 0;
 }
 
 }  // namespace keysem::detail

@@ -27,8 +27,10 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 
@@ -47,6 +49,15 @@ concept lookup_key_for =
       std::same_as<KeyEqual, std::equal_to<Key>>) &&
      std::constructible_from<Key, const K&>);
 // clang-format on
+
+// Views that do not own what they show: a stored key of such a type would
+// dangle as soon as the caller's string or buffer goes.
+template <class T>
+struct is_non_owning_key : std::false_type {};
+template <class Char, class Traits>
+struct is_non_owning_key<std::basic_string_view<Char, Traits>> : std::true_type {};
+template <class T, std::size_t Extent>
+struct is_non_owning_key<std::span<T, Extent>> : std::true_type {};
 
 // The comparison stored in the key table: std::equal_to<Key> becomes the
 // transparent std::equal_to<>, which compares the same way but also accepts
@@ -70,15 +81,23 @@ using table_equal_t =
 /// strand. Taking and releasing free permits never waits for the strand.
 ///
 /// Thread safety: every member function may be called concurrently from
-/// any thread, except the destructor. Permits may be released on any thread.
+/// any thread, except the destructor. Permits may be released on any thread,
+/// also while the semaphore or its execution context is being destroyed on
+/// another. Hash, KeyEqual and the key's copy and move must not call back
+/// into the same semaphore: they run while its shard's lock is held (builds
+/// without NDEBUG stop such a call with a message). If they throw, the
+/// exception leaves the member that called them; keys are never hashed or
+/// compared on release.
 ///
 /// Lifetime: permits may outlive the semaphore and its execution context.
 /// When the execution context shuts down, queued acquires are destroyed
-/// without being invoked (as asio does with every pending handler); a
-/// semaphore that outlives its context completes later acquires with
-/// operation_aborted on their own executors.
+/// without being invoked (as asio does with every pending handler). A
+/// semaphore that outlives its context completes later acquires that have
+/// an executor of their own with operation_aborted there (see acquire());
+/// close(), try_acquire(), the counters and the destructor keep working.
 ///
-/// @tparam Key      the key type (copyable)
+/// @tparam Key      the key type (copyable, owning: views such as
+///                  std::string_view or std::span are rejected at compile time)
 /// @tparam Hash     hasher of keys; keysem::hash<Key> uses XXH3 for strings and integers
 /// @tparam KeyEqual key comparison
 /// @tparam Executor the I/O executor; it runs the shards' strands and any
@@ -86,6 +105,12 @@ using table_equal_t =
 template <class Key, class Hash = keysem::hash<Key>, class KeyEqual = std::equal_to<Key>,
           class Executor = boost::asio::any_io_executor>
 class async_keyed_semaphore {
+  static_assert(!detail::is_non_owning_key<Key>::value,
+                "keysem: the key type is a non-owning view (std::basic_string_view or "
+                "std::span); the semaphore stores its keys and a stored view would dangle. "
+                "Use an owning key type such as std::string, and look keys up by "
+                "std::string_view.");
+
  public:
   using key_type = Key;
   using hasher = Hash;
@@ -106,8 +131,8 @@ class async_keyed_semaphore {
                         semaphore_options options = {}, const hasher& hash = hasher(),
                         const key_equal& equal = key_equal())
       : executor_(ex),
-        impl_(new impl_type(ex, checked_limit(permits_per_key), options.shards, hash,
-                            make_table_equal(equal))) {}
+        impl_(new impl_type(ex, checked_limit(permits_per_key), checked_shards(options.shards),
+                            hash, make_table_equal(equal))) {}
 
   /// Constructs a semaphore that uses `context.get_executor()`.
   // clang-format off
@@ -191,25 +216,45 @@ class async_keyed_semaphore {
   ///
   /// Handler: never invoked from inside acquire(), even when permits are
   /// free; always through `get_associated_executor(handler, get_executor())`.
-  /// Until it completes, the operation counts as outstanding work on that
-  /// executor. Memory comes from the handler's associated allocator and is
-  /// freed before the handler runs. If the handler is destroyed without
-  /// being invoked (its execution context was destroyed), a permit it was to
-  /// receive is released.
+  /// Until it completes, a waiting operation counts as outstanding work on
+  /// that executor and on get_executor() (the shard's strand, which grants
+  /// it, runs there): the semaphore's execution context must be running for
+  /// a waiting acquire to complete, whatever executor the handler runs on.
+  /// The waiting operation is allocated with the handler's associated
+  /// allocator (asio's recycling allocator when it has none) and freed
+  /// before the handler runs; completions are posted with that allocator as
+  /// far as the executor supports one (`any_io_executor` does not). If the
+  /// handler is destroyed without being invoked (its execution context was
+  /// destroyed), a permit it was to receive is released.
   ///
   /// Errors:
   /// - boost::asio::error::invalid_argument: `n` is 0 or greater than
   ///   permits_per_key(); the operation never waits.
   /// - keysem::error::closed: close() was called before the permits were granted.
+  /// - keysem::error::queue_full: the operation would have to wait and the
+  ///   key already has as many waiting acquires as it can count (2^30 - 1).
   /// - boost::asio::error::operation_aborted: the operation was cancelled, or
-  ///   the semaphore was destroyed while it waited.
+  ///   the semaphore was destroyed while it waited, or the semaphore's
+  ///   execution context is gone (see below).
+  ///
+  /// Exceptions: if the operation cannot be allocated or its cancellation
+  /// handler installed, acquire() throws (std::bad_alloc) and changes no
+  /// count. Once the semaphore's execution context has been destroyed, a
+  /// handler with an associated executor of its own completes there with
+  /// operation_aborted; one that would complete on the semaphore's executor
+  /// cannot complete at all: acquire() throws boost::system::system_error
+  /// with the error it would have completed with (operation_aborted, or
+  /// closed or invalid_argument when those apply) and destroys the handler
+  /// without invoking it.
   ///
   /// Per-operation cancellation: `terminal`, `partial` and `total` are all
   /// supported. A waiting acquire that is cancelled completes with
   /// operation_aborted, leaves the queue and changes no count: it has no
   /// side effects. Once the permits are granted the cancellation is ignored
   /// and the handler receives them; the slot is cleared before the handler
-  /// runs. keysem's side of the race is thread-safe (one compare-and-swap
+  /// runs. If the job that takes a cancelled operation out of the queue
+  /// cannot be allocated, the signal's emit() throws std::bad_alloc and the
+  /// operation waits on as if no signal had been emitted. keysem's side of the race is thread-safe (one compare-and-swap
   /// decides it), but asio's cancellation slots are not: emit the signal
   /// from the executor the handler runs on, as for any asio operation. In a
   /// `parallel_group` or an awaitable operator on a multi-threaded context,
@@ -324,29 +369,53 @@ class async_keyed_semaphore {
   template <class Handler>
   void start_acquire(Handler& handler, key_type key, std::size_t n) {
     if (n == 0 || n > permits_per_key()) {
-      return post_result(handler, boost::asio::error::invalid_argument, permit());
+      return complete_early(handler, boost::asio::error::invalid_argument);
     }
     if (const auto ec = impl_->stop_error()) {
-      return post_result(handler, ec, permit());
+      return complete_early(handler, ec);
+    }
+    if (impl_->is_detached()) {
+      return complete_early(handler, boost::asio::error::operation_aborted);
     }
     const auto count = static_cast<std::uint32_t>(n);
     const std::size_t hash = impl_->hash(key);
     auto& shard = impl_->shard_for(hash);
-    if (shard.is_detached()) {
-      return post_result(handler, boost::asio::error::operation_aborted, permit());
-    }
     struct outcome {
       state_type* state;
-      bool granted;
+      detail::key_word::admission verdict;
     };
     const outcome result = shard.visit_or_create(
         std::move(key), hash, count, [count](state_type* state, bool created) {
-          return outcome{state, created || state->take_or_register_waiter(count)};
+          return outcome{state, created ? detail::key_word::admission::granted
+                                        : state->take_or_register_waiter(count)};
         });
-    if (result.granted) {
-      return post_result(handler, {}, detail::permit_access::adopt(*result.state, count));
+    switch (result.verdict) {
+      case detail::key_word::admission::granted:
+        return post_result(handler, {}, detail::permit_access::adopt(*result.state, count));
+      case detail::key_word::admission::queue_full:
+        return post_result(handler, error::queue_full, permit());
+      case detail::key_word::admission::queued:
+        return wait(handler, *result.state, count, shard);
     }
-    wait(handler, *result.state, count, shard);
+  }
+
+  // Completes with ec before anything was taken. Once the semaphore's
+  // execution context is gone, a handler with an executor of its own still
+  // completes there; one that would complete on the dead context's executor
+  // cannot be completed at all, which the initiating call reports by
+  // throwing (the handler is destroyed, never invoked).
+  template <class Handler>
+  void complete_early(Handler& handler, const boost::system::error_code& ec) {
+    if (impl_->is_detached()) {
+      const auto ex = boost::asio::get_associated_executor(handler, executor_);
+      if constexpr (std::is_same_v<std::decay_t<decltype(ex)>, executor_type>) {
+        if (ex == executor_) {
+          throw boost::system::system_error(
+              ec, "keysem::async_keyed_semaphore::acquire: the execution context is gone");
+        }
+      }
+    }
+    post_result(handler, ec, permit());
   }
 
   // The word counts this acquire as a waiter: queue an op on the strand.
@@ -362,8 +431,16 @@ class async_keyed_semaphore {
     }
     // Before the enqueue job: a signal emitted after initiation then always
     // reaches the strand after the op is queued.
-    op->install_cancellation();
-    detail::dispatch_to(shard.strand(), op->get_allocator(), detail::enqueue_job(*op));
+    try {
+      op->install_cancellation();
+    } catch (...) {
+      op->destroy();
+      state.cancel_waiter_reservation();
+      throw;
+    }
+    // An enqueue job that cannot be posted destroys the op and gives back its
+    // place in the word as it is destroyed.
+    shard.post_job(detail::enqueue_job(*op), true);
   }
 
   // Completes without waiting; still through the handler's executor, never inline.
@@ -389,6 +466,15 @@ class async_keyed_semaphore {
     } else {
       return table_equal();  // std::equal_to<> for std::equal_to<Key>: stateless
     }
+  }
+
+  static std::size_t checked_shards(std::size_t shards) {
+    if (shards > max_shards) {
+      throw std::invalid_argument(
+          "keysem::async_keyed_semaphore: semaphore_options::shards must not exceed "
+          "keysem::max_shards");
+    }
+    return shards;
   }
 
   static std::uint32_t checked_limit(std::size_t permits) {

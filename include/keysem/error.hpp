@@ -15,6 +15,10 @@ namespace keysem {
 enum class error {
   /// The semaphore was closed with `close()` before the permits were granted.
   closed = 1,
+  /// The key's queue of waiting acquires is full: the operation would have
+  /// had to wait, and as many acquires as a key can hold are already waiting
+  /// on it. Nothing was changed.
+  queue_full = 2,
 };
 
 /// The category of `keysem::error`; its name is "keysem".

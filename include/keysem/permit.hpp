@@ -55,6 +55,9 @@ class basic_permit {
   ~basic_permit() { release(); }
 
   /// Gives the permits back now. Idempotent: the permit is empty afterwards.
+  /// When acquires wait on the key, this schedules the job that hands them
+  /// the permits; if that job cannot be allocated, std::terminate is called
+  /// (a release cannot fail, and the waiters could not be woken otherwise).
   void release() noexcept {
     if (auto* state = std::exchange(state_, nullptr)) {
       state->release(std::exchange(count_, 0));

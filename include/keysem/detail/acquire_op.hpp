@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <type_traits>
 #include <utility>
 
@@ -64,7 +65,7 @@ class cancel_job {
   cancel_job(cancel_job&& other) noexcept : op_(std::exchange(other.op_, nullptr)) {}
   cancel_job& operator=(cancel_job&&) = delete;
   ~cancel_job() {
-    if (op_ == nullptr) {
+    if (op_ == nullptr || op_ == cancel_post_in_progress) {
       return;
     }
     if (op_->enqueue_pending) {
@@ -116,12 +117,15 @@ class acquire_op final : public waiter_op {
  private:
   using op_allocator =
       typename std::allocator_traits<allocator_type>::template rebind_alloc<acquire_op>;
+  using handler_executor = boost::asio::associated_executor_t<Handler, IoExecutor>;
   using tracked_executor = std::decay_t<decltype(boost::asio::prefer(
-      std::declval<boost::asio::associated_executor_t<Handler, IoExecutor>>(),
-      boost::asio::execution::outstanding_work.tracked))>;
+      std::declval<handler_executor>(), boost::asio::execution::outstanding_work.tracked))>;
+  using tracked_io_executor = std::decay_t<decltype(boost::asio::prefer(
+      std::declval<IoExecutor>(), boost::asio::execution::outstanding_work.tracked))>;
 
   // Runs on whatever thread emits the signal: decides the cancel-vs-grant race
-  // with one compare-and-swap, then lets the strand take the op out.
+  // with one compare-and-swap, then lets the strand take the op out. Once the
+  // cancel job is posted the op may be gone (and this handler with it).
   class cancellation_handler {
    public:
     explicit cancellation_handler(acquire_op& op) noexcept : op_(&op) {}
@@ -129,12 +133,35 @@ class acquire_op final : public waiter_op {
       constexpr auto honoured = boost::asio::cancellation_type::terminal |
                                 boost::asio::cancellation_type::partial |
                                 boost::asio::cancellation_type::total;
-      if ((type & honoured) != boost::asio::cancellation_type::none && op_->try_cancel()) {
-        post_to(op_->key().shard().strand(), op_->get_allocator(), cancel_job(*op_));
+      if ((type & honoured) == boost::asio::cancellation_type::none || !op_->try_cancel()) {
+        return;
+      }
+      acquire_op* const op = op_;
+      try {
+        const posting_scope scope(*op);
+        op->key().shard().post_job(cancel_job(*op), false);
+      } catch (...) {
+        // Out of memory: the op waits on, as if no signal had been emitted.
+        // A grant pass may have skipped it while it looked cancelled.
+        op->undo_cancel();
+        op->key().request_drain();
+        throw;
       }
     }
 
    private:
+    class posting_scope {
+     public:
+      explicit posting_scope(const waiter_op& op) noexcept
+          : previous_(std::exchange(cancel_post_in_progress, &op)) {}
+      posting_scope(const posting_scope&) = delete;
+      posting_scope& operator=(const posting_scope&) = delete;
+      ~posting_scope() { cancel_post_in_progress = previous_; }
+
+     private:
+      const waiter_op* previous_;
+    };
+
     acquire_op* op_;
   };
 
@@ -162,8 +189,22 @@ class acquire_op final : public waiter_op {
       : waiter_op(key, count, &do_complete, &do_destroy),
         work_(boost::asio::prefer(boost::asio::get_associated_executor(handler, io_executor),
                                   boost::asio::execution::outstanding_work.tracked)),
+        io_work_(track_io_executor(handler, io_executor)),
         slot_(boost::asio::get_associated_cancellation_slot(handler)),
         handler_(std::move(handler)) {}
+
+  // The grant comes from the shard's strand, which runs on the I/O executor:
+  // its context must not run out of work while the op waits, even when the
+  // handler runs elsewhere. Nothing extra when both are the same executor.
+  static std::optional<tracked_io_executor> track_io_executor(const Handler& handler,
+                                                              const IoExecutor& io_executor) {
+    if constexpr (std::is_same_v<handler_executor, IoExecutor>) {
+      if (boost::asio::get_associated_executor(handler, io_executor) == io_executor) {
+        return std::nullopt;
+      }
+    }
+    return boost::asio::prefer(io_executor, boost::asio::execution::outstanding_work.tracked);
+  }
 
   ~acquire_op() {
     // The slot must not keep pointing at a dead op: clear it before the
@@ -201,6 +242,7 @@ class acquire_op final : public waiter_op {
   }
 
   tracked_executor work_;
+  std::optional<tracked_io_executor> io_work_;
   boost::asio::cancellation_slot slot_;
   Handler handler_;
   boost::system::error_code error_;

@@ -31,6 +31,9 @@ class core_base {
   bool is_stopped() const noexcept { return stop_.load(std::memory_order_acquire) != open; }
   bool is_closed() const noexcept { return stop_.load(std::memory_order_acquire) == closed; }
 
+  // The execution context has shut down: nothing can be posted to it.
+  bool is_detached() const noexcept { return detached_.load(std::memory_order_acquire); }
+
   // What an acquire completes with once the semaphore is closed or
   // destroyed; a default error_code while it is open.
   boost::system::error_code stop_error() const noexcept;
@@ -44,6 +47,10 @@ class core_base {
 
   // Drops one reference (an orphaned shard became empty, a pin ended).
   void shard_released() noexcept;
+
+  // Takes one more reference unless the count already reached zero (the
+  // core is being deleted); for the context's service at shutdown.
+  bool try_pin() noexcept;
 
   // Called by the context's service at shutdown: destroys queued operations
   // without invoking them and lets go of the strands.
@@ -69,10 +76,12 @@ class core_base {
 
   std::uint32_t limit_;
   std::atomic<int> stop_{open};
+  std::atomic<bool> detached_{false};
   std::atomic<std::size_t> references_{1};  // the semaphore's own
-  semaphore_service* service_ = nullptr;
+  std::atomic<semaphore_service*> service_{nullptr};
   core_base* next_ = nullptr;  // the service's list, guarded by its lock
   core_base* prev_ = nullptr;
+  bool listed_ = false;  // guarded by the service's lock
 };
 
 }  // namespace keysem::detail

@@ -39,10 +39,11 @@ class alignas(64) key_state_base {
   // Shard lock held. Takes n permits if nobody waits and they fit.
   bool try_take(std::uint32_t n) noexcept;
 
-  // Shard lock held. Takes n permits like try_take, or else registers one
-  // waiter in the word (closing the door to barging) and returns false: the
-  // caller must then enqueue an op or call cancel_waiter_reservation().
-  bool take_or_register_waiter(std::uint32_t n) noexcept;
+  // Shard lock held. Takes n permits like try_take (granted), or else
+  // registers one waiter in the word, closing the door to barging (queued):
+  // the caller must then enqueue an op or call cancel_waiter_reservation().
+  // queue_full changes nothing.
+  key_word::admission take_or_register_waiter(std::uint32_t n) noexcept;
 
   // Any thread. Gives back n held permits; hands them to waiters if any.
   void release(std::uint32_t n) noexcept;
@@ -50,6 +51,10 @@ class alignas(64) key_state_base {
   // Any thread. Undoes one take_or_register_waiter() that never got queued,
   // or accounts for a queued op that has left the queue.
   void cancel_waiter_reservation() noexcept { subtract(key_word::one_waiter); }
+
+  // Any thread, best effort: makes sure a grant pass runs after this call.
+  // For an op whose cancellation was undone: a pass may have skipped it.
+  void request_drain() noexcept;
 
   // Strand only. Queues op (already registered in the word) and grants what fits.
   void enqueue(waiter_op& op);
@@ -87,16 +92,32 @@ class alignas(64) key_state_base {
 // The state plus the key it belongs to; a permit points straight at it, so a
 // release needs no lookup.
 template <class Key>
-class key_state final : public key_state_base {
+class key_state : public key_state_base {
  public:
   template <class K>
-  key_state(shard_base& shard, std::uint64_t word, K&& key)
+  key_state(shard_base& shard, std::uint64_t word, K&& key, std::size_t /*hash*/)
       : key_state_base(shard, word), key_(std::forward<K>(key)) {}
 
   const Key& key() const noexcept { return key_; }
 
  private:
   Key key_;
+};
+
+// A key state that remembers its key's hash, for hashers that may throw:
+// erasing the state when it is reclaimed (inside a noexcept release) then
+// never calls the hasher. Nothrow hashers spare the extra word.
+template <class Key>
+class hashed_key_state final : public key_state<Key> {
+ public:
+  template <class K>
+  hashed_key_state(shard_base& shard, std::uint64_t word, K&& key, std::size_t hash)
+      : key_state<Key>(shard, word, std::forward<K>(key), hash), hash_(hash) {}
+
+  std::size_t hash() const noexcept { return hash_; }
+
+ private:
+  std::size_t hash_;
 };
 
 }  // namespace keysem::detail

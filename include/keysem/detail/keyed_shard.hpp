@@ -25,13 +25,27 @@ struct prehashed_key {
   std::size_t hash;
 };
 
+// The state type a shard stores: it keeps its key's hash when the hasher may
+// throw, so that reclaiming a key never hashes it.
+template <class Key, class Hash>
+using stored_state_t =
+    std::conditional_t<std::is_nothrow_invocable_v<const Hash&, const Key&>, key_state<Key>,
+                       hashed_key_state<Key>>;
+
 // Hashes a stored state by its key (only when the table grows or erases) and
 // a lookup by the hash computed outside the lock; avalanching exactly when
 // the user's hasher is.
 template <class Key, class Hash, bool = boost::unordered::hash_is_avalanching<Hash>::value>
 struct state_hash {
   using is_transparent = void;
-  std::size_t operator()(const key_state<Key>* state) const { return hash(state->key()); }
+  using state = stored_state_t<Key, Hash>;
+  std::size_t operator()(const state* s) const noexcept(noexcept(hash(s->key()))) {
+    if constexpr (std::is_same_v<state, key_state<Key>>) {
+      return hash(s->key());
+    } else {
+      return s->hash();
+    }
+  }
   template <class K>
   std::size_t operator()(const prehashed_key<K>& lookup) const noexcept {
     return lookup.hash;
@@ -46,10 +60,10 @@ struct state_hash<Key, Hash, true> : state_hash<Key, Hash, false> {
 };
 
 // Compares a looked-up key with a stored state's key using the user's KeyEqual.
-template <class Key, class KeyEqual>
+template <class Key, class KeyEqual, class State>
 struct state_equal {
   using is_transparent = void;
-  using state = key_state<Key>;
+  using state = State;
 
   bool operator()(const state* a, const state* b) const noexcept { return a == b; }
   template <class K>
@@ -67,7 +81,7 @@ struct state_equal {
 template <class Key, class Hash, class KeyEqual>
 class keyed_shard final : public shard_base {
  public:
-  using state_type = key_state<Key>;
+  using state_type = stored_state_t<Key, Hash>;
 
   keyed_shard(core_base& core, boost::asio::any_io_executor strand, const Hash& hash,
               const KeyEqual& equal)
@@ -103,7 +117,7 @@ class keyed_shard final : public shard_base {
     void* memory = allocate_state();
     state_type* state = nullptr;
     try {
-      state = new (memory) state_type(*this, initial_word, std::forward<K>(key));
+      state = new (memory) state_type(*this, initial_word, std::forward<K>(key), hash);
       table_.insert(state);
     } catch (...) {
       if (state != nullptr) {
@@ -118,7 +132,7 @@ class keyed_shard final : public shard_base {
 
  private:
   using table_hash = state_hash<Key, Hash>;
-  using table_equal = state_equal<Key, KeyEqual>;
+  using table_equal = state_equal<Key, KeyEqual, state_type>;
 
   void collect_waiting_locked(std::vector<key_state_base*>& out) const override {
     for (state_type* state : table_) {

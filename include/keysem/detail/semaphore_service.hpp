@@ -26,6 +26,7 @@ class semaphore_service final : public boost::asio::execution_context::service {
 
  private:
   void shutdown() override;
+  void unlist_locked(core_base& core) noexcept;
 
   spin_lock lock_;  // guards cores_: taken when semaphores are created or die
   core_base* cores_ = nullptr;

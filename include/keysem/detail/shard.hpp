@@ -3,6 +3,7 @@
 #define KEYSEM_DETAIL_SHARD_HPP
 
 #include <keysem/detail/core.hpp>
+#include <keysem/detail/handler_work.hpp>
 #include <keysem/detail/key_state.hpp>
 #include <keysem/detail/spin_lock.hpp>
 
@@ -12,6 +13,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -19,10 +21,15 @@ namespace keysem::detail {
 
 // The non-template half of a shard, compiled in src/shard.cpp.
 //
-// lock_ guards the key table (in the typed shard), refs_ and orphaned_: it is
-// held for a lookup and one compare-and-swap, or for reclaiming a state whose
-// word just became zero. The strand serialises waiter queues, grants,
-// cancellations and close/destroy.
+// lock_ guards the key table (in the typed shard): it is held for a lookup
+// and one compare-and-swap, or for erasing a state whose word just became
+// zero. The strand serialises waiter queues, grants, cancellations and
+// close/destroy.
+//
+// The shard's lifetime is counted in refs_, without the lock: one reference
+// for the living semaphore, one per live key (given back only after the
+// key's state is freed, so a reclaim never outlives the shard it touches),
+// one per queued abort job and one per release that is posting a drain.
 class alignas(64) shard_base {
  public:
   shard_base(core_base& core, boost::asio::any_io_executor strand) noexcept
@@ -32,7 +39,6 @@ class alignas(64) shard_base {
 
   core_base& core() const noexcept { return *core_; }
   std::uint32_t limit() const noexcept { return core_->limit(); }
-  const boost::asio::any_io_executor& strand() const noexcept { return strand_; }
   std::size_t key_count() const noexcept { return keys_.load(std::memory_order_relaxed); }
 
   // Moves the word of `state` from the value `next` computes, under the lock,
@@ -45,21 +51,34 @@ class alignas(64) shard_base {
   // Posts a job that completes every queued op with ec.
   void post_abort(const boost::system::error_code& ec);
 
-  // The semaphore is gone: returns true if the shard is already empty,
-  // otherwise the last reclamation calls core().shard_released().
-  bool orphan() noexcept;
+  // The semaphore is gone: drops its reference; the last reference calls
+  // core().shard_released().
+  void orphan() noexcept { drop_ref(); }
 
-  // The execution context is shutting down: destroys queued ops without
-  // invoking them and drops the strand. Nothing runs concurrently then.
+  // Posts (or, when dispatch_allowed and the caller already runs the strand's
+  // context, runs) f on the strand, unless the context has shut down; then
+  // returns false and f is dropped unrun. Safe against a concurrent detach():
+  // the strand is read only while detach() waits for this call.
+  template <class Function>
+  bool post_job(Function&& f, bool dispatch_allowed);
+
+  // The execution context is shutting down: waits out post_job calls in
+  // progress, destroys queued ops without invoking them and drops the strand.
   void detach() noexcept;
-  bool is_detached() const noexcept { return !strand_; }
+  // The core is being deleted (nothing references the shard any more) while
+  // its context may be shutting down: lets go of the strand first.
+  void drop_strand() noexcept { strand_ = boost::asio::any_io_executor(); }
+
+  bool is_detached() const noexcept {
+    return (refs_.load(std::memory_order_acquire) & detached_bit) != 0;
+  }
 
  protected:
   ~shard_base() = default;
 
   // Called by the typed shard, lock held, after it inserted a new state.
   void count_new_key_locked() noexcept {
-    ++refs_;
+    refs_.fetch_add(one_ref, std::memory_order_relaxed);
     keys_.store(keys_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   }
 
@@ -74,18 +93,49 @@ class alignas(64) shard_base {
   // Appends the states that have queued ops (lock held, on the strand).
   virtual void collect_waiting_locked(std::vector<key_state_base*>& out) const = 0;
 
-  void reclaim_locked(key_state_base& state) noexcept;
-  void finish_reclaim(key_state_base* state, bool last) noexcept;
+  // post_job's bracket: begin_post() takes a reference and registers a
+  // poster, and returns false (having undone both) once detached.
+  bool begin_post() noexcept;
+  void end_post() noexcept;
+
+  void erase_reclaimed_locked(key_state_base& state) noexcept;
+  void finish_reclaim(key_state_base* state) noexcept;
   void drop_ref() noexcept;
   void abort_waiting_keys(const boost::system::error_code& ec, bool invoke);
 
-  // Guarded by lock_: live keys plus pending abort jobs.
-  std::size_t refs_ = 0;
-  bool orphaned_ = false;
+  // refs_ layout: bits 0..31 references, bits 32..62 post_job calls between
+  // their detach check and the end of their post, bit 63 detached.
+  static constexpr std::uint64_t one_ref = 1;
+  static constexpr std::uint64_t refs_mask = 0xFFFF'FFFFull;
+  static constexpr std::uint64_t one_poster = 1ull << 32;
+  static constexpr std::uint64_t posters_mask = 0x7FFF'FFFFull << 32;
+  static constexpr std::uint64_t detached_bit = 1ull << 63;
+
+  std::atomic<std::uint64_t> refs_{one_ref};  // the semaphore's own
   std::atomic<std::size_t> keys_{0};
   core_base* core_;
   boost::asio::any_io_executor strand_;
 };
+
+template <class Function>
+bool shard_base::post_job(Function&& f, bool dispatch_allowed) {
+  if (!begin_post()) {
+    return false;
+  }
+  struct end_on_exit {
+    shard_base* shard;
+    ~end_on_exit() { shard->end_post(); }
+  } end{this};
+  // The jobs carry no allocator of their own; any_io_executor could not
+  // take one anyway.
+  const std::allocator<void> alloc;
+  if (dispatch_allowed) {
+    dispatch_to(strand_, alloc, std::forward<Function>(f));
+  } else {
+    post_to(strand_, alloc, std::forward<Function>(f));
+  }
+  return true;
+}
 
 }  // namespace keysem::detail
 

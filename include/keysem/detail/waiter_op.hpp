@@ -32,6 +32,10 @@ class waiter_op {
   // waiting -> cancelled: the caller must send the op to its cancel job.
   bool try_cancel() noexcept { return transition_from_waiting(status::cancelled); }
 
+  // cancelled -> waiting, by the thread whose try_cancel() succeeded, when the
+  // cancel job could not be posted: the op waits on as if never cancelled.
+  void undo_cancel() noexcept { status_.store(status::waiting, std::memory_order_release); }
+
   bool is_cancelled() const noexcept {
     return status_.load(std::memory_order_acquire) == status::cancelled;
   }
@@ -72,6 +76,11 @@ class waiter_op {
   complete_fn complete_;
   destroy_fn destroy_;
 };
+
+// The op whose cancel job this thread is posting. If the post fails, the job
+// is destroyed inside the post; it must then leave the op alone, since the
+// cancellation is undone rather than finished.
+inline thread_local const waiter_op* cancel_post_in_progress = nullptr;
 
 // Intrusive doubly linked FIFO; touched only on the owning shard's strand.
 class waiter_queue {
