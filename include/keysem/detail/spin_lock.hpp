@@ -3,7 +3,6 @@
 #define KEYSEM_DETAIL_SPIN_LOCK_HPP
 
 #include <atomic>
-#include <thread>
 
 namespace keysem::detail {
 
@@ -35,10 +34,14 @@ class spin_lock {
       if (spins < spins_before_yield) {
         pause();
       } else {
-        std::this_thread::yield();
+        yield();
       }
     }
   }
+
+  // std::this_thread::yield(), compiled in src/out_of_line.cpp: <thread>
+  // costs every translation unit that includes keysem about 0.1 s.
+  static void yield() noexcept;
 
   static void pause() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
