@@ -142,7 +142,7 @@ class async_keyed_semaphore {
   async_keyed_semaphore(ExecutionContext& context, std::size_t permits_per_key,
                         semaphore_options options = {}, const hasher& hash = hasher(),
                         const key_equal& equal = key_equal())
-      : async_keyed_semaphore(executor_type(context.get_executor()), permits_per_key, options,
+      : async_keyed_semaphore(detail::executor_of<executor_type>(context), permits_per_key, options,
                               hash, equal) {}
   // clang-format on
 

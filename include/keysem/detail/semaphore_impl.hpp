@@ -7,10 +7,9 @@
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/execution/context.hpp>
-#include <boost/asio/io_context.hpp>
+#include <boost/asio/execution_context.hpp>
 #include <boost/asio/query.hpp>
 #include <boost/asio/strand.hpp>
-#include <boost/asio/thread_pool.hpp>
 #include <boost/unordered/hash_traits.hpp>
 
 #include <bit>
@@ -18,7 +17,6 @@
 #include <cstdint>
 #include <memory>
 #include <new>
-#include <thread>
 #include <type_traits>
 
 namespace keysem::detail {
@@ -27,25 +25,37 @@ namespace keysem::detail {
 // strand is built on the concrete executor rather than on the type-erased
 // one: it then fits any_io_executor's small buffer, and every strand pass
 // saves the allocations and indirect calls of two layers of type erasure.
+// Compiled in src/out_of_line.cpp: wrapping three strand types in
+// any_io_executor here cost every including translation unit about two
+// seconds of compile time (see "Compile time" in docs/benchmarks.md).
+boost::asio::any_io_executor make_shard_strand(const boost::asio::any_io_executor& ex);
+
+// Any other executor (the non-template overload wins for any_io_executor).
 template <class Executor>
 boost::asio::any_io_executor make_shard_strand(const Executor& ex) {
-  if constexpr (std::is_same_v<Executor, boost::asio::any_io_executor>) {
-    if (const auto* io = ex.template target<boost::asio::io_context::executor_type>()) {
-      return boost::asio::make_strand(*io);
-    }
-    if (const auto* pool = ex.template target<boost::asio::thread_pool::executor_type>()) {
-      return boost::asio::make_strand(*pool);
-    }
-  }
   return boost::asio::make_strand(ex);
 }
 
-// Default shard count: a few per hardware thread, so that keys on different
-// threads rarely meet on one shard's lock.
-inline std::size_t default_shard_count() noexcept {
-  const std::size_t threads = std::max<std::size_t>(1, std::thread::hardware_concurrency());
-  return std::bit_ceil(threads * 4);
+// The executor a semaphore built on an execution context uses. An io_context
+// with the default any_io_executor, the common case, is converted in
+// src/out_of_line.cpp: the conversion instantiates any_io_executor's
+// function tables for the io_context executor and its variants.
+// (execution_context.hpp declares boost::asio::io_context.)
+boost::asio::any_io_executor io_context_executor(boost::asio::io_context& context);
+
+template <class Executor, class ExecutionContext>
+Executor executor_of(ExecutionContext& context) {
+  if constexpr (std::is_same_v<Executor, boost::asio::any_io_executor> &&
+                std::is_same_v<ExecutionContext, boost::asio::io_context>) {
+    return io_context_executor(context);
+  } else {
+    return Executor(context.get_executor());
+  }
 }
+
+// Default shard count: a few per hardware thread, so that keys on different
+// threads rarely meet on one shard's lock (src/out_of_line.cpp).
+std::size_t default_shard_count() noexcept;
 
 template <class Key, class Hash, class KeyEqual>
 class semaphore_impl final : public core_base {

@@ -3,9 +3,6 @@
 #define KEYSEM_DETAIL_SPIN_LOCK_HPP
 
 #include <atomic>
-#include <cstdio>
-#include <cstdlib>
-#include <thread>
 
 namespace keysem::detail {
 
@@ -14,9 +11,9 @@ namespace keysem::detail {
 // CPU instead of parking in the kernel, because the holder is always about to
 // let go; yielding keeps a preempted holder from being starved on a busy core.
 //
-// Builds without NDEBUG remember the holder, so that a Hash, KeyEqual or key
-// copy that calls back into the same semaphore (which would spin forever on
-// the lock its own thread holds) stops with a message instead.
+// Builds without NDEBUG remember the holding thread, so that a Hash, KeyEqual
+// or key copy that calls back into the same semaphore (which would spin
+// forever on the lock its own thread holds) stops with a message instead.
 class spin_lock {
  public:
   void lock() noexcept {
@@ -41,39 +38,46 @@ class spin_lock {
 
   void unlock() noexcept {
 #ifndef NDEBUG
-    holder_.store(std::thread::id(), std::memory_order_relaxed);
+    holder_.store(nullptr, std::memory_order_relaxed);
 #endif
     locked_.store(false, std::memory_order_release);
   }
 
  private:
-#ifndef NDEBUG
-  void check_not_held_by_this_thread() const noexcept {
-    if (holder_.load(std::memory_order_relaxed) == std::this_thread::get_id()) {
-      std::fputs(
-          "keysem: re-entered a semaphore while its shard lock is held by this thread "
-          "(a Hash, KeyEqual or key copy called back into the same semaphore)\n",
-          stderr);
-      std::abort();
-    }
-  }
-  void remember_holder() noexcept {
-    holder_.store(std::this_thread::get_id(), std::memory_order_relaxed);
-  }
-#else
-  static void check_not_held_by_this_thread() noexcept {}
-  static void remember_holder() noexcept {}
-#endif
-
   void wait_until_free() const noexcept {
     for (int spins = 0; locked_.load(std::memory_order_relaxed); ++spins) {
       if (spins < spins_before_yield) {
         pause();
       } else {
-        std::this_thread::yield();
+        yield();
       }
     }
   }
+
+  // std::this_thread::yield(), compiled in src/out_of_line.cpp: <thread>
+  // costs every translation unit that includes keysem about 0.1 s.
+  static void yield() noexcept;
+
+  // Prints what happened and aborts; in src/out_of_line.cpp.
+  [[noreturn]] static void report_reentrance() noexcept;
+
+  // A per-thread address identifies the thread without <thread>.
+  static const void* this_thread_tag() noexcept {
+    static thread_local const char tag = 0;
+    return &tag;
+  }
+
+#ifndef NDEBUG
+  void check_not_held_by_this_thread() const noexcept {
+    if (holder_.load(std::memory_order_relaxed) == this_thread_tag()) {
+      report_reentrance();
+    }
+  }
+  void remember_holder() noexcept { holder_.store(this_thread_tag(), std::memory_order_relaxed); }
+#else
+  static void check_not_held_by_this_thread() noexcept {}
+  static void remember_holder() noexcept {}
+#endif
 
   static void pause() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
@@ -86,8 +90,8 @@ class spin_lock {
   static constexpr int spins_before_yield = 64;
   std::atomic<bool> locked_{false};
   // Present whatever NDEBUG says, so that translation units built with and
-  // without it agree on the layout of every class holding a lock.
-  std::atomic<std::thread::id> holder_{};
+  // without it agree on the layout of every class that holds a lock.
+  std::atomic<const void*> holder_{nullptr};
 };
 
 }  // namespace keysem::detail
