@@ -222,8 +222,14 @@ class async_keyed_semaphore {
   /// a waiting acquire to complete, whatever executor the handler runs on.
   /// The waiting operation is allocated with the handler's associated
   /// allocator (asio's recycling allocator when it has none) and freed
-  /// before the handler runs; completions are posted with that allocator as
-  /// far as the executor supports one (`any_io_executor` does not). If the
+  /// before the handler runs. A completion is posted to the handler's
+  /// executor with that allocator preferred through the
+  /// execution::allocator property, so only an executor that supports the
+  /// property uses it (io_context::executor_type and strands over it do;
+  /// any_io_executor does not). Nothing else comes from the handler's
+  /// allocator: a key's state, the key tables and the jobs on a shard's
+  /// strand use the global heap or asio's own recycled memory (see
+  /// docs/reference.md, "Memory"). If the
   /// handler is destroyed without being invoked (its execution context was
   /// destroyed), a permit it was to receive is released.
   ///

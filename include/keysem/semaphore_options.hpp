@@ -15,9 +15,9 @@ inline constexpr std::size_t max_shards = std::size_t{1} << 16;
 struct semaphore_options {
   /// Number of shards: 0 picks the library default (a few per hardware
   /// thread); any other value up to `max_shards` is rounded up to a power of
-  /// two, and a larger one makes the constructor throw std::invalid_argument. Each shard has
-  /// its own strand and its own key table; keys never share a limit, whatever
-  /// shard they land in.
+  /// two, and a larger one makes the constructor throw std::invalid_argument.
+  /// Each shard has its own strand and its own key table; keys never share a
+  /// limit, whatever shard they land in.
   std::size_t shards = 0;
 };
 

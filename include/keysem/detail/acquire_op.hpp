@@ -220,6 +220,11 @@ class acquire_op final : public waiter_op {
     if (!ec) {
       self.permit_ = permit_access::adopt(static_cast<key_state<Key>&>(self.key()), self.count());
     }
+    // The semaphore's context has done its part (this runs on its strand):
+    // its work goes now, as asio's own operations let go of their I/O
+    // executor's work when they complete, so that the completion may outlive
+    // that context.
+    self.io_work_.reset();
     post_to(self.work_, self.get_allocator(), completion(self));
   }
 
