@@ -88,6 +88,19 @@ void core_base::detach() noexcept {
   }
 }
 
+void core_base::count_early(const boost::system::error_code& ec) noexcept {
+  auto& counter = ec == boost::asio::error::invalid_argument ? early_invalid_
+                  : ec == error::closed                      ? early_closed_
+                                                             : early_aborted_;
+  counter.fetch_add(1, std::memory_order_relaxed);
+}
+
+void core_base::add_early_counts(semaphore_stats& stats) const noexcept {
+  stats.invalid_argument += early_invalid_.load(std::memory_order_relaxed);
+  stats.rejected_closed += early_closed_.load(std::memory_order_relaxed);
+  stats.cancelled += early_aborted_.load(std::memory_order_relaxed);
+}
+
 std::size_t core_base::key_count() const noexcept {
   std::size_t keys = 0;
   for (std::size_t i = 0; i < shard_count(); ++i) {

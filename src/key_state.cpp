@@ -39,8 +39,10 @@ class strand_job_scope {
 // bookkeeping before the first such exception leaves it.
 void complete_or_record(waiter_op& op, const boost::system::error_code& ec,
                         std::exception_ptr& failure) noexcept {
+  shard_base& shard = op.key().shard();
   try {
     op.complete(ec);
+    shard.count_completion(ec);
   } catch (...) {
     if (!failure) {
       failure = std::current_exception();
@@ -111,38 +113,46 @@ std::pair<std::uint64_t, std::uint64_t> key_state_base::transition(Next next) no
   }
 }
 
-bool key_state_base::try_take(std::uint32_t n) noexcept {
-  const std::uint64_t limit = shard_->limit();
+verdict key_state_base::try_take(std::uint32_t n) noexcept {
+  const policy key_policy{limit(), max_waiters};
   std::uint64_t word = word_.load(std::memory_order_relaxed);
   for (;;) {
-    if (admit(word, n, limit) != admission::granted) {
-      return false;
-    }
-    if (word_.compare_exchange_weak(word, word + n, std::memory_order_acq_rel,
+    const verdict v = try_admit(word, n, key_policy);
+    if (v != verdict::granted ||
+        word_.compare_exchange_weak(word, apply(word, n, v), std::memory_order_acq_rel,
                                     std::memory_order_relaxed)) {
-      return true;
+      return v;
     }
   }
 }
 
-admission key_state_base::take_or_register_waiter(std::uint32_t n) noexcept {
-  const std::uint64_t limit = shard_->limit();
+verdict key_state_base::take_or_register_waiter(std::uint32_t n,
+                                                std::uint64_t max_waiting) noexcept {
+  const policy key_policy{limit(), max_waiting};
   std::uint64_t word = word_.load(std::memory_order_relaxed);
   for (;;) {
-    const admission verdict = admit(word, n, limit);
-    if (verdict == admission::queue_full ||
-        word_.compare_exchange_weak(word, admitted(word, n, verdict), std::memory_order_acq_rel,
+    const verdict v = admit(word, n, key_policy);
+    if ((v != verdict::granted && v != verdict::queued) ||
+        word_.compare_exchange_weak(word, apply(word, n, v), std::memory_order_acq_rel,
                                     std::memory_order_relaxed)) {
-      return verdict;
+      return v;
     }
+  }
+}
+
+void key_state_base::set_limit(std::uint32_t limit) {
+  limit_.store(limit, std::memory_order_relaxed);
+  limit_changed_.store(true, std::memory_order_release);
+  // Waiters may now fit, or be unable ever to fit: a grant pass decides.
+  // The caller holds the lock, so the word cannot reach zero under us.
+  if (waiters(word()) != 0) {
+    request_drain();
   }
 }
 
 void key_state_base::release(std::uint32_t n) noexcept {
-  const auto [before, after] = transition([n](std::uint64_t word) {
-    const std::uint64_t next = word - n;
-    return waiters(next) != 0 ? (next | drain_bit) : next;
-  });
+  const auto [before, after] =
+      transition([n](std::uint64_t word) { return released(word, n); });
   if (!drain_scheduled(before) && drain_scheduled(after)) {
     schedule_drain();
   }
@@ -160,6 +170,10 @@ void key_state_base::request_drain() noexcept {
     // Out of memory again: the unposted drain job gave its bit back; the op
     // waits for the key's next release.
   }
+}
+
+std::uint64_t key_state_base::leave(std::uint64_t ops) noexcept {
+  return word_.fetch_sub(ops * one_waiter, std::memory_order_acq_rel) - ops * one_waiter;
 }
 
 void key_state_base::subtract(std::uint64_t amount) noexcept {
@@ -206,11 +220,16 @@ std::uint64_t key_state_base::grant_waiters(std::exception_ptr& failure) {
   if (shard_->core().is_stopped()) {
     return word;  // close/destroy completes the queue; grant nothing more
   }
-  const std::uint64_t limit = shard_->limit();
+  const std::uint64_t key_limit = limit();
+  if (limit_changed_.exchange(false, std::memory_order_acquire)) {
+    fail_unfit_waiters(key_limit, failure);
+    word = word_.load(std::memory_order_acquire);
+  }
   for (waiter_op* op = queue_.front(); op != nullptr;) {
     waiter_op* const next = waiter_queue::next(*op);
     if (!op->is_cancelled()) {
-      if (held(word) + op->count() > limit) {
+      const head_action action = serve_head(word, op->count(), key_limit);
+      if (action == head_action::wait) {
         break;
       }
       if (op->try_claim()) {
@@ -219,18 +238,37 @@ std::uint64_t key_state_base::grant_waiters(std::exception_ptr& failure) {
         // it has returned, nothing queued is granted.
         if (const auto ec = shard_->core().stop_error()) {
           complete_or_record(*op, ec, failure);
-          return word_.fetch_sub(one_waiter, std::memory_order_acq_rel) - one_waiter;
+          return leave(1);
         }
-        // Only this strand adds permits while waiters exist, and releases only
-        // subtract, so the permits seen free above are still free.
-        const std::uint64_t delta = std::uint64_t{op->count()} - one_waiter;
-        word = word_.fetch_add(delta, std::memory_order_acq_rel) + delta;
-        complete_or_record(*op, {}, failure);
+        if (action == head_action::fail) {  // the limit was lowered below its n
+          word = leave(1);
+          complete_or_record(*op, boost::asio::error::invalid_argument, failure);
+        } else {
+          // Only this strand adds permits while waiters exist, and releases
+          // only subtract, so the permits seen free above are still free.
+          const std::uint64_t delta = granted_from_queue(0, op->count());
+          word = word_.fetch_add(delta, std::memory_order_acq_rel) + delta;
+          complete_or_record(*op, {}, failure);
+        }
       }
     }
     op = next;
   }
   return word;
+}
+
+// A lowered limit: requests above it could never be granted, wherever they
+// wait in the queue.
+void key_state_base::fail_unfit_waiters(std::uint64_t key_limit, std::exception_ptr& failure) {
+  for (waiter_op* op = queue_.front(); op != nullptr;) {
+    waiter_op* const next = waiter_queue::next(*op);
+    if (op->count() > key_limit && op->try_claim()) {
+      queue_.erase(*op);
+      leave(1);
+      complete_or_record(*op, boost::asio::error::invalid_argument, failure);
+    }
+    op = next;
+  }
 }
 
 void key_state_base::run_drain() {

@@ -10,8 +10,10 @@
 
 namespace keysem::detail {
 
-// Completes (or, destroyed without running, destroys) every queued op of the
-// shard; holds a reference so an orphaned shard outlives it.
+// Completes every queued op of the shard; holds a reference so an orphaned
+// shard outlives it. Destroyed without running (the context shut down, or it
+// could not be posted), it only gives its reference back: detach() owns the
+// queues then, and two passes over one queue must never overlap.
 struct shard_base::abort_job {
   shard_base* shard;
   boost::system::error_code ec;
@@ -22,7 +24,6 @@ struct shard_base::abort_job {
   abort_job& operator=(abort_job&&) = delete;
   ~abort_job() {
     if (shard != nullptr) {
-      shard->abort_waiting_keys(ec, false);
       shard->drop_ref();
     }
   }
@@ -44,13 +45,12 @@ void shard_base::post_abort(const boost::system::error_code& ec) {
   post_job(abort_job(*this, ec), false);
 }
 
+// The registration holds detach() back even when refused, so that a caller
+// that learns the shard is detached can still settle what it started (an
+// undone cancellation) before detach() looks at the queues.
 bool shard_base::begin_post() noexcept {
   const std::uint64_t before = refs_.fetch_add(one_poster + one_ref, std::memory_order_acq_rel);
-  if ((before & detached_bit) == 0) {
-    return true;
-  }
-  end_post();
-  return false;
+  return (before & detached_bit) == 0;
 }
 
 void shard_base::end_post() noexcept {
@@ -84,6 +84,45 @@ void shard_base::abort_waiting_keys(const boost::system::error_code& ec, bool in
   if (failure) {
     std::rethrow_exception(failure);
   }
+}
+
+namespace {
+
+// The strand is the only writer: a load and a store, no read-modify-write.
+void bump(std::atomic<std::uint64_t>& counter) noexcept {
+  counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
+std::uint64_t read(const std::atomic<std::uint64_t>& counter) noexcept {
+  return counter.load(std::memory_order_relaxed);
+}
+
+}  // namespace
+
+void shard_base::count_completion(const boost::system::error_code& ec) noexcept {
+  if (!ec) {
+    bump(strand_counts_.granted_after_wait);
+  } else if (ec == boost::asio::error::operation_aborted) {
+    bump(strand_counts_.cancelled);
+  } else if (ec == boost::asio::error::timed_out) {
+    bump(strand_counts_.timed_out);
+  } else if (ec == boost::asio::error::invalid_argument) {
+    bump(strand_counts_.invalid_argument);
+  } else {
+    bump(strand_counts_.rejected_closed);
+  }
+}
+
+void shard_base::add_counters_locked(semaphore_stats& stats) const noexcept {
+  stats.granted_immediately += locked_counts_.granted_immediately;
+  stats.try_failed += locked_counts_.try_failed;
+  stats.rejected_queue_full += locked_counts_.rejected_queue_full;
+  stats.invalid_argument += locked_counts_.invalid_argument + read(strand_counts_.invalid_argument);
+  stats.granted_after_wait += read(strand_counts_.granted_after_wait);
+  stats.cancelled += read(strand_counts_.cancelled);
+  stats.timed_out += read(strand_counts_.timed_out);
+  stats.rejected_closed += read(strand_counts_.rejected_closed);
+  stats.keys += key_count();
 }
 
 void shard_base::erase_reclaimed_locked(key_state_base& state) noexcept {

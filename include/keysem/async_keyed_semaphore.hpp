@@ -10,6 +10,7 @@
 #include <keysem/hash.hpp>
 #include <keysem/permit.hpp>
 #include <keysem/semaphore_options.hpp>
+#include <keysem/semaphore_stats.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/associated_executor.hpp>
@@ -131,6 +132,7 @@ class async_keyed_semaphore {
                         semaphore_options options = {}, const hasher& hash = hasher(),
                         const key_equal& equal = key_equal())
       : executor_(ex),
+        max_waiting_(options.max_waiters_per_key),
         impl_(new impl_type(ex, checked_limit(permits_per_key), checked_shards(options.shards),
                             hash, make_table_equal(equal))) {}
 
@@ -180,14 +182,24 @@ class async_keyed_semaphore {
         cancellation.cancelled() != boost::asio::cancellation_type::none) {
       throw_error(boost::asio::error::operation_aborted);
     }
-    if (n == 0 || n > permits_per_key()) {
+    if (n == 0 || n > max_permits_per_key) {
+      impl_->count_early(boost::asio::error::invalid_argument);
       throw_error(boost::asio::error::invalid_argument);
     }
-    if (const auto ec = impl_->stop_error()) {
+    if (auto ec = impl_->stop_error()) {
+      if (n > limit(key)) {
+        ec = boost::asio::error::invalid_argument;
+      }
+      impl_->count_early(ec);
       throw_error(ec);
     }
-    if (auto taken = try_take(key, static_cast<std::uint32_t>(n))) {
-      co_return std::move(*taken);
+    const auto count = static_cast<std::uint32_t>(n);
+    const auto first = admit(key, count, request::first_try);
+    if (first.verdict == detail::key_word::verdict::granted) {
+      co_return detail::permit_access::adopt(*first.state, count);
+    }
+    if (first.verdict == detail::key_word::verdict::invalid) {
+      throw_error(boost::asio::error::invalid_argument);
     }
     co_return co_await acquire(std::move(key), n, boost::asio::use_awaitable);
   }
@@ -286,11 +298,28 @@ class async_keyed_semaphore {
     requires detail::lookup_key_for<K, Key, Hash, KeyEqual>
   std::optional<permit> try_acquire(const K& key, std::size_t n = 1) {
     // clang-format on
-    const auto count = checked_count(n);
+    if (n == 0 || n > max_permits_per_key) {
+      impl_->count_early(boost::asio::error::invalid_argument);
+      throw_invalid_count();
+    }
     if (impl_->is_stopped()) {
+      if (n > limit(key)) {  // a bad count is reported first, as on an open semaphore
+        impl_->count_early(boost::asio::error::invalid_argument);
+        throw_invalid_count();
+      }
+      impl_->count_early(error::closed);
       return std::nullopt;
     }
-    return try_take(key, count);
+    const auto count = static_cast<std::uint32_t>(n);
+    const auto result = admit(key, count, request::try_acquire);
+    switch (result.verdict) {
+      case detail::key_word::verdict::granted:
+        return detail::permit_access::adopt(*result.state, count);
+      case detail::key_word::verdict::invalid:
+        throw_invalid_count();
+      default:
+        return std::nullopt;
+    }
   }
 
   std::optional<permit> try_acquire(const key_type& key, std::size_t n = 1) {
@@ -314,14 +343,58 @@ class async_keyed_semaphore {
     return detail::key_word::held(word_of(key));
   }
 
-  /// permits_per_key() - in_use(key): what a try_acquire could take when
-  /// nobody waits on the key.
+  /// limit(key) - in_use(key), or 0 when a lowered limit left more permits
+  /// held than it allows: what a try_acquire could take when nobody waits
+  /// on the key.
   // clang-format off
   template <class K>
     requires detail::lookup_key_for<K, Key, Hash, KeyEqual>
   std::size_t available(const K& key) const {
     // clang-format on
-    return permits_per_key() - in_use(key);
+    const std::size_t hash = impl_->hash(key);
+    auto& shard = impl_->shard_for(hash);
+    const std::size_t key_limit = shard.limit_of(key, hash, impl_->limit());
+    const std::size_t held = detail::key_word::held(word_of(key));
+    return held < key_limit ? key_limit - held : 0;
+  }
+
+  /// The limit in force for `key`: permits_per_key(), or the key's override
+  /// set with set_limit(). Exact at the moment of the call.
+  // clang-format off
+  template <class K>
+    requires detail::lookup_key_for<K, Key, Hash, KeyEqual>
+  std::size_t limit(const K& key) const {
+    // clang-format on
+    const std::size_t hash = impl_->hash(key);
+    return impl_->shard_for(hash).limit_of(key, hash, impl_->limit());
+  }
+
+  /// Overrides the limit of `key` with `n` until reset_limit(key), whether or
+  /// not the key is live (an override costs a table entry of the key's
+  /// shard; keys without one cost nothing when idle). On a live key it takes
+  /// effect at once: raising it grants waiters that now fit, in FIFO order,
+  /// through the shard's strand as a release does; lowering it revokes
+  /// nothing (holders keep their permits, and nothing more is granted until
+  /// `in_use(key) + n' <= limit(key)` for the next request's n'), and a
+  /// waiting acquire whose n exceeds the new limit completes with
+  /// boost::asio::error::invalid_argument. Throws std::invalid_argument if
+  /// `n` is 0 or greater than max_permits_per_key; whatever Hash, KeyEqual
+  /// or the key's copy throw. Thread-safe.
+  void set_limit(const key_type& key, std::size_t n) {
+    if (n == 0 || n > max_permits_per_key) {
+      throw std::invalid_argument(
+          "keysem::async_keyed_semaphore::set_limit: n must be between 1 and max_permits_per_key");
+    }
+    const std::size_t hash = impl_->hash(key);
+    impl_->shard_for(hash).set_limit(key, hash, static_cast<std::uint32_t>(n), impl_->limit());
+  }
+
+  /// Removes the override of `key`: its limit is permits_per_key() again,
+  /// at once on a live key, with the effects described for set_limit(). No
+  /// effect on a key without an override. Thread-safe.
+  void reset_limit(const key_type& key) {
+    const std::size_t hash = impl_->hash(key);
+    impl_->shard_for(hash).set_limit(key, hash, 0, impl_->limit());
   }
 
   /// Acquire operations on `key` that have not been granted yet: queued,
@@ -335,7 +408,30 @@ class async_keyed_semaphore {
   }
 
   /// Keys that currently have state: holders, waiters, or a pending drain.
+  /// A key with only a limit override is not live.
   std::size_t key_count() const noexcept { return impl_->key_count(); }
+
+  /// The usage counters (see semaphore_stats). Reads each shard under its
+  /// lock, so it costs O(live keys); the hot paths pay nothing for it: the
+  /// counters are per shard, written under the shard's lock or by its
+  /// strand. Thread-safe.
+  semaphore_stats stats() const {
+    semaphore_stats result;
+    impl_->add_early_counts(result);
+    impl_->for_each_shard([&result](const auto& shard) { shard.add_to(result); });
+    return result;
+  }
+
+  /// Calls `f(const key_type& key, keysem::key_usage usage)` for every live
+  /// key (holders, waiters or a pending drain), shard by shard. Each shard's
+  /// keys are copied under its lock and `f` runs after the lock is released,
+  /// so `f` may call back into the semaphore; a key that becomes live or
+  /// idle meanwhile may or may not be visited. Exceptions from `f` (or from
+  /// copying a key) propagate. Thread-safe.
+  template <class F>
+  void for_each_key(F&& f) const {
+    impl_->for_each_shard([&f](const auto& shard) { shard.for_each_key(f); });
+  }
 
  private:
   using table_equal = detail::table_equal_t<Key, KeyEqual>;
@@ -355,17 +451,18 @@ class async_keyed_semaphore {
     }
   };
 
-  // Takes count permits if they are free and nobody waits; never waits.
+  using request = detail::admission_policy::kind;
+
   template <class K>
-  std::optional<permit> try_take(const K& key, std::uint32_t count) {
+  auto admit(K&& key, std::uint32_t count, request kind) const {
     const std::size_t hash = impl_->hash(key);
-    return impl_->shard_for(hash).visit_or_create(
-        key, hash, count, [count](state_type* state, bool created) -> std::optional<permit> {
-          if (created || state->try_take(count)) {
-            return detail::permit_access::adopt(*state, count);
-          }
-          return std::nullopt;
-        });
+    return impl_->shard_for(hash).admit(std::forward<K>(key), hash, count,
+                                        {impl_->limit(), max_waiting_, kind});
+  }
+
+  [[noreturn]] static void throw_invalid_count() {
+    throw std::invalid_argument(
+        "keysem::async_keyed_semaphore::try_acquire: n must be between 1 and limit(key)");
   }
 
   [[noreturn]] static void throw_error(const boost::system::error_code& ec) {
@@ -374,34 +471,30 @@ class async_keyed_semaphore {
 
   template <class Handler>
   void start_acquire(Handler& handler, key_type key, std::size_t n) {
-    if (n == 0 || n > permits_per_key()) {
+    if (n == 0 || n > max_permits_per_key) {
       return complete_early(handler, boost::asio::error::invalid_argument);
     }
     if (const auto ec = impl_->stop_error()) {
-      return complete_early(handler, ec);
+      return complete_early(handler, n > limit(key) ? boost::asio::error::invalid_argument : ec);
     }
     if (impl_->is_detached()) {
-      return complete_early(handler, boost::asio::error::operation_aborted);
+      return complete_early(handler, n > limit(key) ? boost::asio::error::invalid_argument
+                                                     : boost::asio::error::operation_aborted);
     }
     const auto count = static_cast<std::uint32_t>(n);
     const std::size_t hash = impl_->hash(key);
     auto& shard = impl_->shard_for(hash);
-    struct outcome {
-      state_type* state;
-      detail::key_word::admission verdict;
-    };
-    const outcome result = shard.visit_or_create(
-        std::move(key), hash, count, [count](state_type* state, bool created) {
-          return outcome{state, created ? detail::key_word::admission::granted
-                                        : state->take_or_register_waiter(count)};
-        });
+    const auto result =
+        shard.admit(std::move(key), hash, count, {impl_->limit(), max_waiting_, request::acquire});
     switch (result.verdict) {
-      case detail::key_word::admission::granted:
+      case detail::key_word::verdict::granted:
         return post_result(handler, {}, detail::permit_access::adopt(*result.state, count));
-      case detail::key_word::admission::queue_full:
-        return post_result(handler, error::queue_full, permit());
-      case detail::key_word::admission::queued:
+      case detail::key_word::verdict::queued:
         return wait(handler, *result.state, count, shard);
+      case detail::key_word::verdict::queue_full:
+        return post_result(handler, error::queue_full, permit());
+      default:
+        return post_result(handler, boost::asio::error::invalid_argument, permit());
     }
   }
 
@@ -412,6 +505,7 @@ class async_keyed_semaphore {
   // throwing (the handler is destroyed, never invoked).
   template <class Handler>
   void complete_early(Handler& handler, const boost::system::error_code& ec) {
+    impl_->count_early(ec);
     if (impl_->is_detached()) {
       const auto ex = boost::asio::get_associated_executor(handler, executor_);
       if constexpr (std::is_same_v<std::decay_t<decltype(ex)>, executor_type>) {
@@ -492,15 +586,8 @@ class async_keyed_semaphore {
     return static_cast<std::uint32_t>(permits);
   }
 
-  std::uint32_t checked_count(std::size_t n) const {
-    if (n == 0 || n > permits_per_key()) {
-      throw std::invalid_argument(
-          "keysem::async_keyed_semaphore::try_acquire: n must be between 1 and permits_per_key()");
-    }
-    return static_cast<std::uint32_t>(n);
-  }
-
   executor_type executor_;
+  std::uint64_t max_waiting_;
   impl_type* impl_;  // deleted by its last shard reference, see core.hpp
 };
 

@@ -3,8 +3,12 @@
 #define KEYSEM_SEMAPHORE_OPTIONS_HPP
 
 #include <cstddef>
+#include <limits>
 
 namespace keysem {
+
+/// "No bound": the default of `semaphore_options::max_waiters_per_key`.
+inline constexpr std::size_t unbounded = std::numeric_limits<std::size_t>::max();
 
 /// The largest `semaphore_options::shards` a semaphore accepts.
 inline constexpr std::size_t max_shards = std::size_t{1} << 16;
@@ -19,6 +23,15 @@ struct semaphore_options {
   /// Each shard has its own strand and its own key table; keys never share a
   /// limit, whatever shard they land in.
   std::size_t shards = 0;
+
+  /// How many acquires may wait on one key at a time. An acquire that would
+  /// have to wait while that many are already waiting on its key (queued,
+  /// or cancelled and not yet taken out of the queue) completes with
+  /// `keysem::error::queue_full` and changes nothing. The decision is the
+  /// same atomic step that registers a waiter, so `waiting(key)` never
+  /// exceeds the bound. 0: acquires never wait (granted at once, or
+  /// queue_full). Whatever the bound, a key counts at most 2^30 - 1 waiters.
+  std::size_t max_waiters_per_key = unbounded;
 };
 
 }  // namespace keysem

@@ -1,4 +1,5 @@
-// The admission rule of a key's word, on its own: no semaphore, no io_context.
+// The key's state machine on its own (key_word.hpp): every transition,
+// exhaustively over small words, limits and queue bounds; no io_context.
 #include <keysem/detail/key_word.hpp>
 
 #include <doctest/doctest.h>
@@ -6,31 +7,44 @@
 #include <cstdint>
 
 namespace kw = keysem::detail::key_word;
+using kw::verdict;
 
 namespace {
 
-constexpr std::uint64_t word_of(std::uint64_t held, std::uint64_t waiters) {
-  return held | (waiters << 32);
+constexpr std::uint64_t word_of(std::uint64_t held, std::uint64_t waiters,
+                                std::uint64_t flags = 0) {
+  return held | (waiters << 32) | flags;
 }
+
+// The rule of docs/design.md, written out plainly.
+verdict expected_admit(std::uint64_t held, std::uint64_t waiters, std::uint64_t n,
+                       std::uint64_t limit, std::uint64_t bound) {
+  if (n == 0 || n > limit) return verdict::invalid;
+  if (waiters == 0 && held + n <= limit) return verdict::granted;
+  return waiters < bound ? verdict::queued : verdict::queue_full;
+}
+
+constexpr std::uint64_t flag_sets[] = {0, kw::strand_pin_bit, kw::drain_bit,
+                                       kw::strand_pin_bit | kw::drain_bit};
 
 }  // namespace
 
-TEST_CASE("key word: admit grants exactly when nobody waits and the permits fit") {
+TEST_CASE("key word: admit follows the table for every small word, limit and bound") {
   for (std::uint64_t limit = 1; limit <= 4; ++limit) {
-    for (std::uint64_t held = 0; held <= limit; ++held) {
-      for (std::uint64_t waiters = 0; waiters <= 3; ++waiters) {
-        for (std::uint64_t n = 1; n <= limit; ++n) {
-          const std::uint64_t word = word_of(held, waiters);
-          const kw::admission verdict = kw::admit(word, n, limit);
-          const bool fits = waiters == 0 && held + n <= limit;
-          CHECK(verdict == (fits ? kw::admission::granted : kw::admission::queued));
-          const std::uint64_t after = kw::admitted(word, n, verdict);
-          if (fits) {
-            CHECK(kw::held(after) == held + n);
-            CHECK(kw::waiters(after) == waiters);
-          } else {
-            CHECK(kw::held(after) == held);
-            CHECK(kw::waiters(after) == waiters + 1);
+    for (std::uint64_t bound = 0; bound <= 3; ++bound) {
+      for (std::uint64_t held = 0; held <= limit + 1; ++held) {  // +1: a lowered limit
+        for (std::uint64_t waiters = 0; waiters <= 4; ++waiters) {
+          for (std::uint64_t n = 0; n <= limit + 1; ++n) {
+            for (const std::uint64_t flags : flag_sets) {
+              const std::uint64_t word = word_of(held, waiters, flags);
+              const verdict v = kw::admit(word, n, {limit, bound});
+              CHECK(v == expected_admit(held, waiters, n, limit, bound));
+              const std::uint64_t after = kw::apply(word, n, v);
+              CHECK((after & (kw::strand_pin_bit | kw::drain_bit)) == flags);
+              CHECK(kw::held(after) == held + (v == verdict::granted ? n : 0));
+              CHECK(kw::waiters(after) == waiters + (v == verdict::queued ? 1 : 0));
+              CHECK(kw::waiters(after) <= (bound > waiters ? bound : waiters));
+            }
           }
         }
       }
@@ -38,24 +52,65 @@ TEST_CASE("key word: admit grants exactly when nobody waits and the permits fit"
   }
 }
 
-TEST_CASE("key word: a key whose waiter count is at its maximum refuses to queue one more") {
-  const std::uint64_t full = word_of(1, kw::max_waiters);
-  CHECK(kw::waiters(full) == kw::max_waiters);
-  CHECK(kw::admit(full, 1, 1) == kw::admission::queue_full);
-  CHECK(kw::admitted(full, 1, kw::admission::queue_full) == full);
-  // One below the maximum still queues, and the result does not spill into
-  // the strand-pin or drain bits.
-  const std::uint64_t almost = word_of(1, kw::max_waiters - 1);
-  CHECK(kw::admit(almost, 1, 1) == kw::admission::queued);
-  const std::uint64_t after = kw::admitted(almost, 1, kw::admission::queued);
+TEST_CASE("key word: try_admit never queues and never refuses for a full queue") {
+  for (std::uint64_t limit = 1; limit <= 4; ++limit) {
+    for (std::uint64_t held = 0; held <= limit + 1; ++held) {
+      for (std::uint64_t waiters = 0; waiters <= 2; ++waiters) {
+        for (std::uint64_t n = 0; n <= limit + 1; ++n) {
+          const verdict v = kw::try_admit(word_of(held, waiters), n, {limit, 0});
+          if (n == 0 || n > limit) {
+            CHECK(v == verdict::invalid);
+          } else if (waiters == 0 && held + n <= limit) {
+            CHECK(v == verdict::granted);
+          } else {
+            CHECK(v == verdict::busy);
+          }
+          CHECK(kw::apply(word_of(held, waiters), n, verdict::busy) == word_of(held, waiters));
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("key word: the word's own waiter capacity bounds an unbounded queue") {
+  const kw::policy unbounded{1, ~std::uint64_t{0}};
+  CHECK(kw::admit(word_of(1, kw::max_waiters), 1, unbounded) == verdict::queue_full);
+  CHECK(kw::admit(word_of(1, kw::max_waiters - 1), 1, unbounded) == verdict::queued);
+  const std::uint64_t after =
+      kw::apply(word_of(1, kw::max_waiters - 1), 1, verdict::queued);
   CHECK(kw::waiters(after) == kw::max_waiters);
   CHECK((after & (kw::strand_pin_bit | kw::drain_bit)) == 0);
 }
 
-TEST_CASE("key word: the pin and drain bits do not change the verdict") {
-  const std::uint64_t flags = kw::strand_pin_bit | kw::drain_bit;
-  CHECK(kw::admit(word_of(0, 0) | flags, 1, 1) == kw::admission::granted);
-  CHECK(kw::admit(word_of(1, 0) | flags, 1, 1) == kw::admission::queued);
-  CHECK(kw::admit(word_of(0, 1) | flags, 1, 1) == kw::admission::queued);
-  CHECK(kw::held(kw::admitted(word_of(0, 0) | flags, 1, kw::admission::granted)) == 1);
+TEST_CASE("key word: a release asks for a drain exactly when someone waits") {
+  for (std::uint64_t held = 1; held <= 4; ++held) {
+    for (std::uint64_t waiters = 0; waiters <= 3; ++waiters) {
+      for (std::uint64_t n = 1; n <= held; ++n) {
+        const std::uint64_t after = kw::released(word_of(held, waiters), n);
+        CHECK(kw::held(after) == held - n);
+        CHECK(kw::waiters(after) == waiters);
+        CHECK(kw::drain_scheduled(after) == (waiters != 0));
+      }
+    }
+  }
+}
+
+TEST_CASE("key word: the strand grants the head when it fits, fails it when it never can") {
+  for (std::uint64_t limit = 1; limit <= 4; ++limit) {
+    for (std::uint64_t held = 0; held <= limit + 1; ++held) {
+      for (std::uint64_t n = 1; n <= limit + 1; ++n) {
+        const auto action = kw::serve_head(word_of(held, 2), n, limit);
+        if (n > limit) {
+          CHECK(action == kw::head_action::fail);
+        } else if (held + n <= limit) {
+          CHECK(action == kw::head_action::grant);
+          const std::uint64_t after = kw::granted_from_queue(word_of(held, 2), n);
+          CHECK(after == word_of(held + n, 1));
+        } else {
+          CHECK(action == kw::head_action::wait);
+        }
+      }
+    }
+  }
+  CHECK(kw::left_queue(word_of(3, 2, kw::drain_bit)) == word_of(3, 1, kw::drain_bit));
 }

@@ -133,18 +133,34 @@ class acquire_op final : public waiter_op {
       constexpr auto honoured = boost::asio::cancellation_type::terminal |
                                 boost::asio::cancellation_type::partial |
                                 boost::asio::cancellation_type::total;
-      if ((type & honoured) == boost::asio::cancellation_type::none || !op_->try_cancel()) {
+      if ((type & honoured) == boost::asio::cancellation_type::none) {
+        return;
+      }
+      // The compare-and-swap comes first: until it succeeds the op may be
+      // completing elsewhere and its key gone. Once it succeeds the op is
+      // still registered, which keeps its key and shard alive.
+      if (!op_->try_cancel()) {
         return;
       }
       acquire_op* const op = op_;
+      key_state_base& key = op->key();
+      shard_base::poster bracket(key.shard());
+      if (!bracket) {
+        // The context is shutting down: detach() destroys the op, and waits
+        // for this bracket, so the op must be claimable again when it looks.
+        op->undo_cancel();
+        return;
+      }
       try {
         const posting_scope scope(*op);
-        op->key().shard().post_job(cancel_job(*op), false);
+        bracket.post(cancel_job(*op));
       } catch (...) {
         // Out of memory: the op waits on, as if no signal had been emitted.
-        // A grant pass may have skipped it while it looked cancelled.
+        // A grant pass may have skipped it while it looked cancelled. (Its
+        // completion cannot run during this call: it is posted to the
+        // executor that emits the signal, so the state is still alive.)
         op->undo_cancel();
-        op->key().request_drain();
+        key.request_drain();
         throw;
       }
     }

@@ -3,6 +3,8 @@
 #define KEYSEM_DETAIL_CORE_HPP
 
 #include <boost/asio/execution_context.hpp>
+#include <keysem/semaphore_stats.hpp>
+
 #include <boost/system/error_code.hpp>
 
 #include <atomic>
@@ -58,6 +60,12 @@ class core_base {
 
   std::size_t key_count() const noexcept;
 
+  // Outcomes decided before any shard is involved (a count of 0 or above
+  // the largest limit, a stopped semaphore, a dead context): rare paths,
+  // counted on the core.
+  void count_early(const boost::system::error_code& ec) noexcept;
+  void add_early_counts(semaphore_stats& stats) const noexcept;
+
  protected:
   virtual ~core_base() = default;
   virtual std::size_t shard_count() const noexcept = 0;
@@ -77,6 +85,9 @@ class core_base {
   std::uint32_t limit_;
   std::atomic<int> stop_{open};
   std::atomic<bool> detached_{false};
+  std::atomic<std::uint64_t> early_invalid_{0};
+  std::atomic<std::uint64_t> early_closed_{0};
+  std::atomic<std::uint64_t> early_aborted_{0};
   std::atomic<std::size_t> references_{1};  // the semaphore's own
   std::atomic<semaphore_service*> service_{nullptr};
   core_base* next_ = nullptr;  // the service's list, guarded by its lock

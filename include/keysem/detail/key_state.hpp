@@ -29,21 +29,30 @@ class shard_base;
 // (and with a std::string key the whole state is exactly one line).
 class alignas(64) key_state_base {
  public:
-  key_state_base(shard_base& shard, std::uint64_t word) noexcept : word_(word), shard_(&shard) {}
+  key_state_base(shard_base& shard, std::uint64_t word, std::uint32_t limit) noexcept
+      : word_(word), shard_(&shard), limit_(limit) {}
   key_state_base(const key_state_base&) = delete;
   key_state_base& operator=(const key_state_base&) = delete;
 
   std::uint64_t word() const noexcept { return word_.load(std::memory_order_acquire); }
   shard_base& shard() const noexcept { return *shard_; }
 
-  // Shard lock held. Takes n permits if nobody waits and they fit.
-  bool try_take(std::uint32_t n) noexcept;
+  // The key's limit: the semaphore's permits_per_key() or its override.
+  std::uint32_t limit() const noexcept { return limit_.load(std::memory_order_relaxed); }
+
+  // Shard lock held. Changes the limit; a waiter that now fits, or that can
+  // no longer ever fit, is dealt with by a grant pass on the strand.
+  void set_limit(std::uint32_t limit);
+
+  // Shard lock held. Takes n permits if nobody waits and they fit (granted),
+  // else busy; invalid when n is above the limit. (key_word::try_admit)
+  key_word::verdict try_take(std::uint32_t n) noexcept;
 
   // Shard lock held. Takes n permits like try_take (granted), or else
   // registers one waiter in the word, closing the door to barging (queued):
   // the caller must then enqueue an op or call cancel_waiter_reservation().
-  // queue_full changes nothing.
-  key_word::admission take_or_register_waiter(std::uint32_t n) noexcept;
+  // queue_full and invalid change nothing. (key_word::admit)
+  key_word::verdict take_or_register_waiter(std::uint32_t n, std::uint64_t max_waiting) noexcept;
 
   // Any thread. Gives back n held permits; hands them to waiters if any.
   void release(std::uint32_t n) noexcept;
@@ -79,6 +88,8 @@ class alignas(64) key_state_base {
   friend class shard_base;
 
   std::uint64_t grant_waiters(std::exception_ptr& failure);
+  void fail_unfit_waiters(std::uint64_t key_limit, std::exception_ptr& failure);
+  std::uint64_t leave(std::uint64_t ops) noexcept;
   void subtract(std::uint64_t amount) noexcept;
   void schedule_drain();
   template <class Next>
@@ -87,6 +98,12 @@ class alignas(64) key_state_base {
   std::atomic<std::uint64_t> word_;
   shard_base* shard_;
   waiter_queue queue_;  // strand only
+  // Written under the shard's lock, read by the lock-free paths and the
+  // strand: a grant uses the limit in force when it is decided.
+  std::atomic<std::uint32_t> limit_;
+  // Set with the limit, cleared by the next grant pass, which then fails every
+  // queued request that the new limit can never grant, wherever it waits.
+  std::atomic<bool> limit_changed_{false};
 };
 
 // The state plus the key it belongs to; a permit points straight at it, so a
@@ -95,8 +112,9 @@ template <class Key>
 class key_state : public key_state_base {
  public:
   template <class K>
-  key_state(shard_base& shard, std::uint64_t word, K&& key, std::size_t /*hash*/)
-      : key_state_base(shard, word), key_(std::forward<K>(key)) {}
+  key_state(shard_base& shard, std::uint64_t word, std::uint32_t limit, K&& key,
+            std::size_t /*hash*/)
+      : key_state_base(shard, word, limit), key_(std::forward<K>(key)) {}
 
   const Key& key() const noexcept { return key_; }
 
@@ -111,8 +129,9 @@ template <class Key>
 class hashed_key_state final : public key_state<Key> {
  public:
   template <class K>
-  hashed_key_state(shard_base& shard, std::uint64_t word, K&& key, std::size_t hash)
-      : key_state<Key>(shard, word, std::forward<K>(key), hash), hash_(hash) {}
+  hashed_key_state(shard_base& shard, std::uint64_t word, std::uint32_t limit, K&& key,
+                   std::size_t hash)
+      : key_state<Key>(shard, word, limit, std::forward<K>(key), hash), hash_(hash) {}
 
   std::size_t hash() const noexcept { return hash_; }
 

@@ -1,4 +1,5 @@
-// The atomic word that holds a key's whole synchronous state.
+// The atomic word that holds a key's whole synchronous state, and every
+// transition of it: small pure functions, tested without an io_context.
 #ifndef KEYSEM_DETAIL_KEY_WORD_HPP
 #define KEYSEM_DETAIL_KEY_WORD_HPP
 
@@ -21,7 +22,7 @@ inline constexpr std::uint64_t waiters_mask = 0x3FFF'FFFFull << 32;
 inline constexpr std::uint64_t strand_pin_bit = 1ull << 62;
 inline constexpr std::uint64_t drain_bit = 1ull << 63;
 
-// The largest permits_per_key: held permits must fit in bits 0..31.
+// The largest limit of a key: held permits must fit in bits 0..31.
 inline constexpr std::uint64_t max_permits = 0x7FFF'FFFFull;
 
 // The most acquires that can be registered as waiting on one key.
@@ -33,31 +34,82 @@ constexpr std::uint64_t waiters(std::uint64_t word) noexcept { return (word & wa
 
 constexpr bool drain_scheduled(std::uint64_t word) noexcept { return (word & drain_bit) != 0; }
 
-// What an acquire of n permits on a key whose word is `word` gets, when the
-// key's limit is `limit`: the permits at once (nobody waits and they fit), a
-// place in the queue, or a refusal because the queue is full. Only the word
-// decides, so a caller can retry its compare-and-swap with the verdict for
-// the new word.
-enum class admission { granted, queued, queue_full };
+// What a key admits: its own limit, and how many acquires may wait on it
+// (capped at max_waiters, what the word can count).
+struct policy {
+  std::uint64_t limit;
+  std::uint64_t max_waiting;
+};
 
-constexpr admission admit(std::uint64_t word, std::uint64_t n, std::uint64_t limit) noexcept {
-  if (waiters(word) == 0 && held(word) + n <= limit) {
-    return admission::granted;
+// The answer to a request on a key.
+enum class verdict {
+  granted,     // the permits are taken
+  queued,      // one waiter is registered: the request waits in the queue
+  busy,        // try_acquire only: the permits are not free now
+  queue_full,  // it would have to wait, and the queue is at its bound
+  invalid,     // n is 0 or above the key's limit: it could never be granted
+};
+
+// An acquire of n permits: granted when nobody waits and they fit (no
+// barging past waiters), else queued while the queue has room.
+constexpr verdict admit(std::uint64_t word, std::uint64_t n, const policy& p) noexcept {
+  if (n == 0 || n > p.limit) {
+    return verdict::invalid;
   }
-  return waiters(word) < max_waiters ? admission::queued : admission::queue_full;
+  if (waiters(word) == 0 && held(word) + n <= p.limit) {
+    return verdict::granted;
+  }
+  const std::uint64_t bound = p.max_waiting < max_waiters ? p.max_waiting : max_waiters;
+  return waiters(word) < bound ? verdict::queued : verdict::queue_full;
 }
 
-// The word after the verdict is applied.
-constexpr std::uint64_t admitted(std::uint64_t word, std::uint64_t n, admission verdict) noexcept {
-  switch (verdict) {
-    case admission::granted:
+// A try_acquire of n permits: never waits.
+constexpr verdict try_admit(std::uint64_t word, std::uint64_t n, const policy& p) noexcept {
+  if (n == 0 || n > p.limit) {
+    return verdict::invalid;
+  }
+  return waiters(word) == 0 && held(word) + n <= p.limit ? verdict::granted : verdict::busy;
+}
+
+// The word after a verdict of admit() or try_admit() is applied.
+constexpr std::uint64_t apply(std::uint64_t word, std::uint64_t n, verdict v) noexcept {
+  switch (v) {
+    case verdict::granted:
       return word + n;
-    case admission::queued:
+    case verdict::queued:
       return word + one_waiter;
     default:
       return word;
   }
 }
+
+// A release of n held permits; asks for a drain when anyone waits.
+constexpr std::uint64_t released(std::uint64_t word, std::uint64_t n) noexcept {
+  const std::uint64_t next = word - n;
+  return waiters(next) != 0 ? (next | drain_bit) : next;
+}
+
+// What the strand does with the oldest live waiter, wanting n permits, under
+// the key's current limit: grant it, leave it (and everyone behind it:
+// head-of-line) waiting for releases, or fail it because a lowered limit
+// means it could never be granted.
+enum class head_action { grant, wait, fail };
+
+constexpr head_action serve_head(std::uint64_t word, std::uint64_t n, std::uint64_t limit) noexcept {
+  if (n > limit) {
+    return head_action::fail;
+  }
+  return held(word) + n <= limit ? head_action::grant : head_action::wait;
+}
+
+// A queued waiter granted n permits: it stops waiting and holds them.
+constexpr std::uint64_t granted_from_queue(std::uint64_t word, std::uint64_t n) noexcept {
+  return word + n - one_waiter;
+}
+
+// A registered waiter that leaves without permits (cancelled, timed out,
+// failed, or never queued).
+constexpr std::uint64_t left_queue(std::uint64_t word) noexcept { return word - one_waiter; }
 
 }  // namespace keysem::detail::key_word
 

@@ -4,7 +4,9 @@
 
 #include <keysem/detail/key_state.hpp>
 #include <keysem/detail/shard.hpp>
+#include <keysem/semaphore_stats.hpp>
 
+#include <boost/unordered/unordered_flat_map.hpp>
 #include <boost/unordered/unordered_flat_set.hpp>
 
 #include <atomic>
@@ -85,7 +87,9 @@ class keyed_shard final : public shard_base {
 
   keyed_shard(core_base& core, boost::asio::any_io_executor strand, const Hash& hash,
               const KeyEqual& equal)
-      : shard_base(core, std::move(strand)), table_(0, table_hash{hash}, table_equal{equal}) {}
+      : shard_base(core, std::move(strand)),
+        table_(0, table_hash{hash}, table_equal{equal}),
+        overrides_(0, override_hash{hash}, override_equal{equal}) {}
 
   ~keyed_shard() {
     // Only reached once every state has been reclaimed; kept as a backstop.
@@ -105,19 +109,102 @@ class keyed_shard final : public shard_base {
     return std::forward<F>(f)(found == table_.end() ? nullptr : *found);
   }
 
-  // Calls f(state*, created) with the lock held, creating the state when the
-  // key is not live; a new state's word starts as initial_word.
-  template <class K, class F>
-  decltype(auto) visit_or_create(K&& key, std::size_t hash, std::uint64_t initial_word, F&& f) {
+  struct admission {
+    key_state<Key>* state;  // null unless granted or queued
+    key_word::verdict verdict;
+  };
+
+  // An acquire (may_wait) or a try_acquire of n permits on key: the key's
+  // word decides (key_word::admit / try_admit). A key that is not live is
+  // created only when the request is granted: a new key has nobody waiting.
+  template <class K>
+  admission admit(K&& key, std::size_t hash, std::uint32_t n, const admission_policy& policy) {
     std::lock_guard guard(lock_);
     const prehashed_key<std::remove_cvref_t<K>> lookup{key, hash};
+    admission result{nullptr, key_word::verdict::invalid};
     if (const auto found = table_.find(lookup); found != table_.end()) {
-      return std::forward<F>(f)(*found, false);
+      result.state = *found;
+      result.verdict = policy.may_wait() ? (*found)->take_or_register_waiter(n, policy.max_waiting)
+                                       : (*found)->try_take(n);
+    } else {
+      const std::uint32_t limit = limit_locked(lookup, policy.default_limit);
+      const key_word::policy key_policy{limit, policy.max_waiting};
+      result.verdict = policy.may_wait() ? key_word::admit(0, n, key_policy)
+                                       : key_word::try_admit(0, n, key_policy);
+      if (result.verdict == key_word::verdict::granted) {
+        result.state = create_locked(std::forward<K>(key), hash, n, limit);
+      }
     }
+    count_admission_locked(result.verdict, policy.request);
+    return result;
+  }
+
+  // The limit in force for key: its live state's, its override, or the default.
+  template <class K>
+  std::uint32_t limit_of(const K& key, std::size_t hash, std::uint32_t default_limit) {
+    std::lock_guard guard(lock_);
+    const prehashed_key<K> lookup{key, hash};
+    if (const auto found = table_.find(lookup); found != table_.end()) {
+      return (*found)->limit();
+    }
+    return limit_locked(lookup, default_limit);
+  }
+
+  // Overrides key's limit (limit != 0) or removes its override (limit == 0,
+  // back to default_limit); a live key takes the new limit at once.
+  void set_limit(const Key& key, std::size_t hash, std::uint32_t limit,
+                 std::uint32_t default_limit) {
+    std::lock_guard guard(lock_);
+    const prehashed_key<Key> lookup{key, hash};
+    if (limit != 0) {
+      overrides_.insert_or_assign(key, limit);
+    } else if (const auto found = overrides_.find(lookup); found != overrides_.end()) {
+      overrides_.erase(found);
+    }
+    if (const auto found = table_.find(lookup); found != table_.end()) {
+      (*found)->set_limit(limit != 0 ? limit : default_limit);
+    }
+  }
+
+  // Calls f(key, usage) for every live key of the shard, after the lock is
+  // released (f may call back into the semaphore).
+  template <class F>
+  void for_each_key(F& f) const {
+    std::vector<std::pair<Key, key_usage>> live;
+    {
+      std::lock_guard guard(lock_);
+      live.reserve(table_.size());
+      for (const state_type* state : table_) {
+        live.emplace_back(state->key(), usage_of(*state));
+      }
+    }
+    for (const auto& [key, usage] : live) {
+      f(static_cast<const Key&>(key), usage);
+    }
+  }
+
+  // Adds this shard's counters and live-key sums to stats.
+  void add_to(semaphore_stats& stats) const {
+    std::lock_guard guard(lock_);
+    add_counters_locked(stats);
+    for (const state_type* state : table_) {
+      const key_usage usage = usage_of(*state);
+      stats.in_use += usage.in_use;
+      stats.waiting += usage.waiting;
+    }
+  }
+
+ private:
+  using table_hash = state_hash<Key, Hash>;
+  using table_equal = state_equal<Key, KeyEqual, state_type>;
+
+  // Lock held. Creates the state of a key granted n permits on its first use.
+  template <class K>
+  state_type* create_locked(K&& key, std::size_t hash, std::uint32_t n, std::uint32_t limit) {
     void* memory = allocate_state();
     state_type* state = nullptr;
     try {
-      state = new (memory) state_type(*this, initial_word, std::forward<K>(key), hash);
+      state = new (memory) state_type(*this, n, limit, std::forward<K>(key), hash);
       table_.insert(state);
     } catch (...) {
       if (state != nullptr) {
@@ -127,12 +214,46 @@ class keyed_shard final : public shard_base {
       throw;
     }
     count_new_key_locked();
-    return std::forward<F>(f)(state, true);
+    return state;
   }
 
- private:
-  using table_hash = state_hash<Key, Hash>;
-  using table_equal = state_equal<Key, KeyEqual, state_type>;
+  template <class K>
+  std::uint32_t limit_locked(const prehashed_key<K>& lookup, std::uint32_t default_limit) const {
+    if (overrides_.empty()) {
+      return default_limit;  // keys without overrides cost no lookup
+    }
+    const auto found = overrides_.find(lookup);
+    return found == overrides_.end() ? default_limit : found->second;
+  }
+
+  static key_usage usage_of(const key_state_base& state) noexcept {
+    const std::uint64_t word = state.word();
+    return {key_word::held(word), key_word::waiters(word), state.limit()};
+  }
+
+  // The user's overrides of permits_per_key(), looked up by precomputed hash.
+  struct override_hash {
+    using is_transparent = void;
+    std::size_t operator()(const Key& key) const { return hash(key); }
+    template <class K>
+    std::size_t operator()(const prehashed_key<K>& lookup) const noexcept {
+      return lookup.hash;
+    }
+    [[no_unique_address]] Hash hash;
+  };
+  struct override_equal {
+    using is_transparent = void;
+    bool operator()(const Key& a, const Key& b) const { return equal(a, b); }
+    template <class K>
+    bool operator()(const prehashed_key<K>& lookup, const Key& key) const {
+      return equal(lookup.key, key);
+    }
+    template <class K>
+    bool operator()(const Key& key, const prehashed_key<K>& lookup) const {
+      return equal(lookup.key, key);
+    }
+    [[no_unique_address]] KeyEqual equal;
+  };
 
   void collect_waiting_locked(std::vector<key_state_base*>& out) const override {
     for (state_type* state : table_) {
@@ -190,6 +311,7 @@ class keyed_shard final : public shard_base {
   static constexpr std::align_val_t state_alignment{alignof(state_type)};
 
   boost::unordered_flat_set<state_type*, table_hash, table_equal> table_;
+  boost::unordered_flat_map<Key, std::uint32_t, override_hash, override_equal> overrides_;
   std::atomic<void*> spare_{nullptr};
 };
 

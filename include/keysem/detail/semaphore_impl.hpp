@@ -87,6 +87,13 @@ class semaphore_impl final : public core_base {
 
   shard_type& shard_for(std::size_t hash) noexcept { return shards_[shard_index(hash)]; }
 
+  template <class F>
+  void for_each_shard(F&& f) const {
+    for (std::size_t i = 0; i < count_; ++i) {
+      f(static_cast<const shard_type&>(shards_[i]));
+    }
+  }
+
  private:
   ~semaphore_impl() override { destroy_shards(count_); }
 

@@ -5,6 +5,8 @@
 #include <keysem/detail/core.hpp>
 #include <keysem/detail/handler_work.hpp>
 #include <keysem/detail/key_state.hpp>
+#include <keysem/detail/key_word.hpp>
+#include <keysem/semaphore_stats.hpp>
 #include <keysem/detail/spin_lock.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -18,6 +20,20 @@
 #include <vector>
 
 namespace keysem::detail {
+
+// What the semaphore passes down with a request: the default limit of keys
+// without an override, the queue bound, and whether the request may wait.
+struct admission_policy {
+  enum class kind {
+    acquire,      // may wait
+    try_acquire,  // never waits; a busy key counts as try_failed
+    first_try,    // the awaitable acquire's synchronous attempt: busy is not an outcome
+  };
+  std::uint32_t default_limit;
+  std::uint64_t max_waiting;
+  kind request;
+  bool may_wait() const noexcept { return request == kind::acquire; }
+};
 
 // The non-template half of a shard, compiled in src/shard.cpp.
 //
@@ -62,12 +78,38 @@ class alignas(64) shard_base {
   template <class Function>
   bool post_job(Function&& f, bool dispatch_allowed);
 
+  // post_job's bracket, for a caller that must decide something only once
+  // it knows detach() will wait for it: holds a reference and a poster
+  // registration, or nothing once the shard is detached.
+  class poster {
+   public:
+    explicit poster(shard_base& shard) noexcept : shard_(&shard), open_(shard.begin_post()) {}
+    poster(const poster&) = delete;
+    poster& operator=(const poster&) = delete;
+    ~poster() { shard_->end_post(); }
+    // False once the shard is detached: nothing may be posted, and detach()
+    // waits until this bracket closes before it destroys the queued ops.
+    explicit operator bool() const noexcept { return open_; }
+    // Posts f to the strand; only when the bracket is open.
+    template <class Function>
+    void post(Function&& f) {
+      post_to(shard_->strand_, std::allocator<void>(), std::forward<Function>(f));
+    }
+
+   private:
+    shard_base* shard_;
+    bool open_;
+  };
+
   // The execution context is shutting down: waits out post_job calls in
   // progress, destroys queued ops without invoking them and drops the strand.
   void detach() noexcept;
   // The core is being deleted (nothing references the shard any more) while
   // its context may be shutting down: lets go of the strand first.
   void drop_strand() noexcept { strand_ = boost::asio::any_io_executor(); }
+
+  // Strand (or shutdown) only: counts a queued acquire's completion.
+  void count_completion(const boost::system::error_code& ec) noexcept;
 
   bool is_detached() const noexcept {
     return (refs_.load(std::memory_order_acquire) & detached_bit) != 0;
@@ -82,7 +124,32 @@ class alignas(64) shard_base {
     keys_.store(keys_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   }
 
-  spin_lock lock_;
+  // Lock held: counts the outcome of an admission decided under the lock.
+  void count_admission_locked(key_word::verdict verdict, admission_policy::kind request) noexcept {
+    switch (verdict) {
+      case key_word::verdict::granted:
+        ++locked_counts_.granted_immediately;
+        break;
+      case key_word::verdict::busy:
+        if (request == admission_policy::kind::try_acquire) {
+          ++locked_counts_.try_failed;
+        }
+        break;
+      case key_word::verdict::queue_full:
+        ++locked_counts_.rejected_queue_full;
+        break;
+      case key_word::verdict::invalid:
+        ++locked_counts_.invalid_argument;
+        break;
+      case key_word::verdict::queued:
+        break;  // counted when it completes
+    }
+  }
+
+  // Lock held: adds the counters to stats.
+  void add_counters_locked(semaphore_stats& stats) const noexcept;
+
+  mutable spin_lock lock_;
 
  private:
   struct abort_job;
@@ -93,8 +160,9 @@ class alignas(64) shard_base {
   // Appends the states that have queued ops (lock held, on the strand).
   virtual void collect_waiting_locked(std::vector<key_state_base*>& out) const = 0;
 
-  // post_job's bracket: begin_post() takes a reference and registers a
-  // poster, and returns false (having undone both) once detached.
+
+  // begin_post() takes a reference and registers a poster, and returns false
+  // once detached; end_post() gives both back, whatever begin_post() said.
   bool begin_post() noexcept;
   void end_post() noexcept;
 
@@ -112,6 +180,24 @@ class alignas(64) shard_base {
   static constexpr std::uint64_t detached_bit = 1ull << 63;
 
   std::atomic<std::uint64_t> refs_{one_ref};  // the semaphore's own
+
+  // Outcomes decided under the lock: plain counters, no extra atomic on the
+  // immediate path.
+  struct {
+    std::uint64_t granted_immediately = 0;
+    std::uint64_t try_failed = 0;
+    std::uint64_t rejected_queue_full = 0;
+    std::uint64_t invalid_argument = 0;
+  } locked_counts_;
+  // Completions of queued acquires: written only by the strand (one writer
+  // at a time), read by stats() from any thread.
+  struct {
+    std::atomic<std::uint64_t> granted_after_wait{0};
+    std::atomic<std::uint64_t> cancelled{0};
+    std::atomic<std::uint64_t> timed_out{0};
+    std::atomic<std::uint64_t> rejected_closed{0};
+    std::atomic<std::uint64_t> invalid_argument{0};
+  } strand_counts_;
   std::atomic<std::size_t> keys_{0};
   core_base* core_;
   boost::asio::any_io_executor strand_;
@@ -119,20 +205,16 @@ class alignas(64) shard_base {
 
 template <class Function>
 bool shard_base::post_job(Function&& f, bool dispatch_allowed) {
-  if (!begin_post()) {
+  poster bracket(*this);
+  if (!bracket) {
     return false;
   }
-  struct end_on_exit {
-    shard_base* shard;
-    ~end_on_exit() { shard->end_post(); }
-  } end{this};
   // The jobs carry no allocator of their own; any_io_executor could not
   // take one anyway.
-  const std::allocator<void> alloc;
   if (dispatch_allowed) {
-    dispatch_to(strand_, alloc, std::forward<Function>(f));
+    dispatch_to(strand_, std::allocator<void>(), std::forward<Function>(f));
   } else {
-    post_to(strand_, alloc, std::forward<Function>(f));
+    bracket.post(std::forward<Function>(f));
   }
   return true;
 }

@@ -83,6 +83,8 @@ class waiter_op {
 inline thread_local const waiter_op* cancel_post_in_progress = nullptr;
 
 // Intrusive doubly linked FIFO; touched only on the owning shard's strand.
+// Only the head is stored (the head's prev_ points at the tail), so that a
+// key's state keeps to one cache line with room for its limit.
 class waiter_queue {
  public:
   bool empty() const noexcept { return head_ == nullptr; }
@@ -91,23 +93,35 @@ class waiter_queue {
   static bool is_linked(const waiter_op& op) noexcept { return op.linked_; }
 
   void push_back(waiter_op& op) noexcept {
-    op.prev_ = tail_;
     op.next_ = nullptr;
-    (tail_ ? tail_->next_ : head_) = &op;
-    tail_ = &op;
     op.linked_ = true;
+    if (head_ == nullptr) {
+      op.prev_ = &op;
+      head_ = &op;
+      return;
+    }
+    waiter_op* tail = head_->prev_;
+    tail->next_ = &op;
+    op.prev_ = tail;
+    head_->prev_ = &op;
   }
 
   void erase(waiter_op& op) noexcept {
-    (op.prev_ ? op.prev_->next_ : head_) = op.next_;
-    (op.next_ ? op.next_->prev_ : tail_) = op.prev_;
+    if (&op == head_) {
+      head_ = op.next_;
+      if (head_ != nullptr) {
+        head_->prev_ = op.prev_;  // the tail
+      }
+    } else {
+      op.prev_->next_ = op.next_;
+      (op.next_ != nullptr ? op.next_ : head_)->prev_ = op.prev_;
+    }
     op.next_ = op.prev_ = nullptr;
     op.linked_ = false;
   }
 
  private:
   waiter_op* head_ = nullptr;
-  waiter_op* tail_ = nullptr;
 };
 
 }  // namespace keysem::detail
