@@ -1,5 +1,6 @@
 // The deadline heap of a shard and its timer.
 #include <keysem/detail/deadline_queue.hpp>
+#include <keysem/detail/job.hpp>
 #include <keysem/detail/key_state.hpp>
 #include <keysem/detail/shard.hpp>
 
@@ -21,33 +22,23 @@ struct deadline_queue::timer {
   steady_timer clock;
 };
 
-// The timer's handler: holds a shard reference while pending. Destroyed
-// without running (the context went away), it only gives the reference back.
-class deadline_wait {
- public:
-  deadline_wait(shard_base& shard, std::uint64_t generation) noexcept
-      : shard_(&shard), generation_(generation) {}
-  deadline_wait(deadline_wait&& other) noexcept
-      : shard_(std::exchange(other.shard_, nullptr)), generation_(other.generation_) {}
-  deadline_wait& operator=(deadline_wait&&) = delete;
-  ~deadline_wait() {
-    if (shard_ != nullptr) {
-      shard_->release_timer_ref();
-    }
-  }
-  void operator()(const boost::system::error_code& /*cancelled or expired*/) {
-    shard_base* shard = std::exchange(shard_, nullptr);
+// The timer's handler: holds a shard reference while pending. Dropped (the
+// context went away), it only gives the reference back.
+struct deadline_wait_policy {
+  struct state {
+    shard_base* shard;
+    std::uint64_t generation;
+  };
+  static void run(state& s, const boost::system::error_code& /*cancelled or expired*/) {
     struct release_on_exit {
       shard_base* shard;
       ~release_on_exit() { shard->release_timer_ref(); }
-    } release{shard};
-    shard->deadlines().fire(*shard, generation_);
+    } release{s.shard};
+    s.shard->deadlines().fire(*s.shard, s.generation);
   }
-
- private:
-  shard_base* shard_;
-  std::uint64_t generation_;
+  static void drop(state& s) noexcept { s.shard->release_timer_ref(); }
 };
+using deadline_wait = job<deadline_wait_policy>;
 
 deadline_queue::deadline_queue() noexcept = default;
 deadline_queue::~deadline_queue() = default;
@@ -116,10 +107,13 @@ void deadline_queue::arm(shard_base& shard) {
   if (!timer_) {
     timer_ = std::make_unique<timer>(shard.strand_executor());
   }
-  timer_->clock.expires_at(earliest);  // cancels a later pending wait
+  // Not armed until the new wait is in: expires_at cancels the pending one,
+  // and async_wait may throw.
+  armed_for_ = waiter_op::no_deadline;
+  timer_->clock.expires_at(earliest);
   ++generation_;
   shard.take_timer_ref();
-  timer_->clock.async_wait(deadline_wait(shard, generation_));
+  timer_->clock.async_wait(deadline_wait({&shard, generation_}));
   armed_for_ = earliest;
 }
 

@@ -1,4 +1,5 @@
 // The lock-free paths of a key's word, and the strand side of its queue.
+#include <keysem/detail/job.hpp>
 #include <keysem/detail/key_state.hpp>
 #include <keysem/detail/shard.hpp>
 
@@ -58,23 +59,14 @@ void rethrow_if(const std::exception_ptr& failure) {
 
 }  // namespace
 
-// Drains the queue after releases. Destroyed without running, it gives up the
-// drain bit, which is its reference to the state.
-class drain_job {
- public:
-  explicit drain_job(key_state_base& state) noexcept : state_(&state) {}
-  drain_job(drain_job&& other) noexcept : state_(std::exchange(other.state_, nullptr)) {}
-  drain_job& operator=(drain_job&&) = delete;
-  ~drain_job() {
-    if (state_ != nullptr) {
-      state_->drop_drain();
-    }
-  }
-  void operator()() { std::exchange(state_, nullptr)->run_drain(); }
-
- private:
-  key_state_base* state_;
+// Drains the queue after releases. Dropped, it gives up the drain bit, which
+// is its reference to the state.
+struct drain_policy {
+  using state = key_state_base*;
+  static void run(key_state_base* key) { key->run_drain(); }
+  static void drop(key_state_base* key) noexcept { key->drop_drain(); }
 };
+using drain_job = job<drain_policy>;
 
 template <class Next>
 std::pair<std::uint64_t, std::uint64_t> shard_base::transition_locked(key_state_base& state,
@@ -209,7 +201,7 @@ void key_state_base::subtract(std::uint64_t amount) noexcept {
 // A drain job that cannot be posted (the context is gone, and with it every
 // waiter) gives its drain bit back as it is destroyed.
 void key_state_base::schedule_drain() {
-  shard_->post_job(drain_job(*this), running_shard != shard_);
+  shard_->post_job(drain_job(this), running_shard != shard_);
 }
 
 void key_state_base::enqueue(waiter_op& op) {

@@ -1,4 +1,5 @@
 // Shard bookkeeping: reclamation, the waiting-keys list, close/destroy jobs.
+#include <keysem/detail/job.hpp>
 #include <keysem/detail/shard.hpp>
 
 #include <boost/asio/error.hpp>
@@ -11,30 +12,22 @@
 namespace keysem::detail {
 
 // Completes every queued op of the shard; holds a reference so an orphaned
-// shard outlives it. Destroyed without running (the context shut down, or it
-// could not be posted), it only gives its reference back: detach() owns the
-// queues then, and two passes over one queue must never overlap.
-struct shard_base::abort_job {
-  shard_base* shard;
-  boost::system::error_code ec;
-
-  abort_job(shard_base& s, const boost::system::error_code& e) noexcept : shard(&s), ec(e) {}
-  abort_job(abort_job&& other) noexcept
-      : shard(std::exchange(other.shard, nullptr)), ec(other.ec) {}
-  abort_job& operator=(abort_job&&) = delete;
-  ~abort_job() {
-    if (shard != nullptr) {
-      shard->drop_ref();
-    }
-  }
-  void operator()() {
-    shard_base* s = std::exchange(shard, nullptr);
+// shard outlives it. Dropped (the context shut down, or it could not be
+// posted), it only gives its reference back: detach() owns the queues then,
+// and two passes over one queue must never overlap.
+struct shard_base::abort_policy {
+  struct state {
+    shard_base* shard;
+    boost::system::error_code ec;
+  };
+  static void run(state& s) {
     struct drop_on_exit {
-      shard_base* s;
-      ~drop_on_exit() { s->drop_ref(); }
-    } drop{s};
-    s->abort_waiting_keys(ec, true);
+      shard_base* shard;
+      ~drop_on_exit() { shard->drop_ref(); }
+    } drop{s.shard};
+    s.shard->abort_waiting_keys(s.ec, true);
   }
+  static void drop(state& s) noexcept { s.shard->drop_ref(); }
 };
 
 void shard_base::post_abort(const boost::system::error_code& ec) {
@@ -42,7 +35,7 @@ void shard_base::post_abort(const boost::system::error_code& ec) {
   // context is gone: nothing can be queued any more), its destructor gives
   // it back.
   refs_.fetch_add(one_ref, std::memory_order_relaxed);
-  post_job(abort_job(*this, ec), false);
+  post_job(job<abort_policy>({this, ec}), false);
 }
 
 // The registration holds detach() back even when refused, so that a caller

@@ -70,7 +70,8 @@ using table_equal_t =
 
 }  // namespace detail
 
-/// At most `permits_per_key()` permits held at a time on each key.
+/// At most `limit(key)` permits held at a time on each key: `permits_per_key()`,
+/// or the key's own limit set with set_limit().
 ///
 /// Every key has its own count and its own FIFO queue of waiting acquire
 /// operations. State for a key is created when it is first used and
@@ -224,10 +225,12 @@ class async_keyed_semaphore {
   ///
   /// Errors:
   /// - boost::asio::error::invalid_argument: `n` is 0 or greater than
-  ///   permits_per_key(); the operation never waits.
+  ///   limit(key); the operation never waits. Also a waiting acquire whose
+  ///   `n` a lowered limit (set_limit) makes impossible.
   /// - keysem::error::closed: close() was called before the permits were granted.
-  /// - keysem::error::queue_full: the operation would have to wait and the
-  ///   key already has as many waiting acquires as it can count (2^30 - 1).
+  /// - keysem::error::queue_full: the operation would have to wait and
+  ///   `semaphore_options::max_waiters_per_key` acquires already wait on the
+  ///   key (at most 2^29 - 1, what a key can count); nothing changed.
   /// - boost::asio::error::operation_aborted: the operation was cancelled, or
   ///   the semaphore was destroyed while it waited, or the semaphore's
   ///   execution context is gone (see below).
@@ -320,7 +323,9 @@ class async_keyed_semaphore {
 
   /// acquire_for() with an absolute deadline. A deadline of another clock
   /// than std::chrono::steady_clock is turned into the time left on it when
-  /// the operation is launched.
+  /// acquire_until() is called (the steady_clock countdown then starts when
+  /// the operation is launched); a steady_clock deadline is used as is.
+  /// Deadlines more than a century away mean no deadline.
   // clang-format off
   template <class Clock, class Duration,
             BOOST_ASIO_COMPLETION_TOKEN_FOR(acquire_signature) CompletionToken>
@@ -356,7 +361,7 @@ class async_keyed_semaphore {
   /// Takes `n` permits on `key` now if they are free and nobody is waiting
   /// on the key; otherwise returns std::nullopt. Never waits, never posts.
   /// Returns std::nullopt after close().
-  /// Throws std::invalid_argument if `n` is 0 or greater than permits_per_key().
+  /// Throws std::invalid_argument if `n` is 0 or greater than limit(key).
   /// Heterogeneous: with a transparent hasher (keysem::hash<std::string> is
   /// one) a std::string key can be tried by std::string_view or const char*.
   // clang-format off
@@ -525,8 +530,14 @@ class async_keyed_semaphore {
     }
   };
 
+  // Timeouts beyond a century mean "no deadline": converting larger ones to
+  // steady_clock's nanoseconds, or adding them to now(), would overflow.
   template <class Rep, class Period>
   static deadline_spec after(std::chrono::duration<Rep, Period> timeout) {
+    constexpr std::chrono::hours forever(24 * 365 * 100);
+    if (timeout > forever) {
+      return {};
+    }
     const auto bounded = timeout < std::chrono::duration<Rep, Period>::zero()
                              ? clock::duration::zero()
                              : std::chrono::ceil<clock::duration>(timeout);
@@ -564,6 +575,7 @@ class async_keyed_semaphore {
     auto cancellation = co_await boost::asio::this_coro::cancellation_state;
     if (co_await boost::asio::this_coro::throw_if_cancelled() &&
         cancellation.cancelled() != boost::asio::cancellation_type::none) {
+      impl_->count_early(boost::asio::error::operation_aborted);
       throw_error(boost::asio::error::operation_aborted);
     }
     if (n == 0 || n > max_permits_per_key) {
@@ -681,7 +693,7 @@ class async_keyed_semaphore {
     }
     // An enqueue job that cannot be posted destroys the op and gives back its
     // place in the word as it is destroyed.
-    shard.post_job(detail::enqueue_job(*op), true);
+    shard.post_job(detail::enqueue_job(op), true);
   }
 
   // Completes without waiting; still through the handler's executor, never inline.

@@ -30,7 +30,7 @@ struct semaphore_options {
   /// `keysem::error::queue_full` and changes nothing. The decision is the
   /// same atomic step that registers a waiter, so `waiting(key)` never
   /// exceeds the bound. 0: acquires never wait (granted at once, or
-  /// queue_full). Whatever the bound, a key counts at most 2^30 - 1 waiters.
+  /// queue_full). Whatever the bound, a key counts at most 2^29 - 1 waiters.
   std::size_t max_waiters_per_key = unbounded;
 };
 

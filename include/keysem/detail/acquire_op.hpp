@@ -4,6 +4,7 @@
 #define KEYSEM_DETAIL_ACQUIRE_OP_HPP
 
 #include <keysem/detail/handler_work.hpp>
+#include <keysem/detail/job.hpp>
 #include <keysem/detail/key_state.hpp>
 #include <keysem/detail/shard.hpp>
 #include <keysem/detail/waiter_op.hpp>
@@ -25,65 +26,53 @@
 
 namespace keysem::detail {
 
-// Carries a freshly registered op onto the strand. Destroyed without running
-// (its execution context went away), it destroys the op and gives back the
-// op's place in the key's word.
-class enqueue_job {
- public:
-  explicit enqueue_job(waiter_op& op) noexcept : op_(&op) {}
-  enqueue_job(enqueue_job&& other) noexcept : op_(std::exchange(other.op_, nullptr)) {}
-  enqueue_job& operator=(enqueue_job&&) = delete;
-  ~enqueue_job() {
-    if (op_ == nullptr) {
-      return;
-    }
-    op_->enqueue_pending = false;
-    if (op_->try_claim()) {
-      key_state_base& key = op_->key();
-      op_->destroy();
-      key.cancel_waiter_reservation();
-    } else if (op_->cancel_job_dropped) {
-      op_->key().finish_cancelled(*op_, false);
-    }
-    // Otherwise the op is cancelled and its cancel job, still queued, finishes it.
-  }
+// Carries a freshly registered op onto the strand. Dropped (its execution
+// context went away, or the shard is detached), it destroys the op and gives
+// back the op's place in the key's word.
+struct enqueue_policy {
+  using state = waiter_op*;
 
-  void operator()() {
-    waiter_op* op = std::exchange(op_, nullptr);
-    op->enqueue_pending = false;
+  static void run(waiter_op* op) {
+    op->stage = waiter_op::strand_stage::enqueued;
     op->key().enqueue(*op);
   }
 
- private:
-  waiter_op* op_;
-};
-
-// Carries a cancelled op onto the strand, where it leaves the queue.
-class cancel_job {
- public:
-  explicit cancel_job(waiter_op& op) noexcept : op_(&op) {}
-  cancel_job(cancel_job&& other) noexcept : op_(std::exchange(other.op_, nullptr)) {}
-  cancel_job& operator=(cancel_job&&) = delete;
-  ~cancel_job() {
-    if (op_ == nullptr || op_ == cancel_post_in_progress) {
-      return;
+  static void drop(waiter_op* op) noexcept {
+    const bool cancel_dropped = op->stage == waiter_op::strand_stage::cancel_job_dropped;
+    op->stage = waiter_op::strand_stage::enqueued;
+    if (op->try_claim()) {
+      key_state_base& key = op->key();
+      op->destroy();
+      key.cancel_waiter_reservation();
+    } else if (cancel_dropped) {
+      op->key().finish_cancelled(*op, false);
     }
-    if (op_->enqueue_pending) {
-      op_->cancel_job_dropped = true;  // the enqueue job, destroyed later, finishes the op
+    // Otherwise the op is cancelled and its cancel job, still queued, finishes it.
+  }
+};
+using enqueue_job = job<enqueue_policy>;
+
+// Carries a cancelled op onto the strand, where it leaves the queue. It runs
+// after the op's enqueue job: a live strand runs jobs in order. When a
+// context dies, asio destroys queued jobs in no guaranteed order: a cancel
+// job dropped before its op's enqueue job leaves the op to that one.
+struct cancel_policy {
+  using state = waiter_op*;
+
+  static void run(waiter_op* op) { op->key().finish_cancelled(*op, true); }
+
+  static void drop(waiter_op* op) noexcept {
+    if (op == cancel_post_in_progress) {
+      return;  // the post failed: the cancellation is undone, not finished
+    }
+    if (op->stage == waiter_op::strand_stage::awaiting_enqueue) {
+      op->stage = waiter_op::strand_stage::cancel_job_dropped;
     } else {
-      op_->key().finish_cancelled(*op_, false);
+      op->key().finish_cancelled(*op, false);
     }
   }
-
-  // Runs after the op's enqueue job: a live strand runs jobs in order.
-  void operator()() {
-    waiter_op* op = std::exchange(op_, nullptr);
-    op->key().finish_cancelled(*op, true);
-  }
-
- private:
-  waiter_op* op_;
 };
+using cancel_job = job<cancel_policy>;
 
 template <class Key, class Handler, class IoExecutor>
 class acquire_op final : public waiter_op {
@@ -153,7 +142,7 @@ class acquire_op final : public waiter_op {
       }
       try {
         const posting_scope scope(*op);
-        bracket.post(cancel_job(*op));
+        bracket.post(cancel_job(op));
       } catch (...) {
         // Out of memory: the op waits on, as if no signal had been emitted.
         // A grant pass may have skipped it while it looked cancelled. (Its
@@ -182,23 +171,13 @@ class acquire_op final : public waiter_op {
   };
 
   // Owns the op between the grant (or abort) and the upcall on the handler's
-  // executor. Destroyed without running, it destroys the op, which releases a
-  // granted permit.
-  class completion {
-   public:
-    explicit completion(acquire_op& op) noexcept : op_(&op) {}
-    completion(completion&& other) noexcept : op_(std::exchange(other.op_, nullptr)) {}
-    completion& operator=(completion&&) = delete;
-    ~completion() {
-      if (op_ != nullptr) {
-        free(op_);
-      }
-    }
-    void operator()() { std::exchange(op_, nullptr)->invoke(); }
-
-   private:
-    acquire_op* op_;
+  // executor. Dropped, it destroys the op, which releases a granted permit.
+  struct completion_policy {
+    using state = acquire_op*;
+    static void run(acquire_op* op) { op->invoke(); }
+    static void drop(acquire_op* op) noexcept { free(op); }
   };
+  using completion = job<completion_policy>;
 
   acquire_op(Handler& handler, key_state<Key>& key, std::uint32_t count,
              const IoExecutor& io_executor)
@@ -241,7 +220,7 @@ class acquire_op final : public waiter_op {
     // executor's work when they complete, so that the completion may outlive
     // that context.
     self.io_work_.reset();
-    post_to(self.work_, self.get_allocator(), completion(self));
+    post_to(self.work_, self.get_allocator(), completion(&self));
   }
 
   static void do_destroy(waiter_op* base) noexcept { free(static_cast<acquire_op*>(base)); }

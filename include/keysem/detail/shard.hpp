@@ -165,7 +165,7 @@ class alignas(64) shard_base {
   mutable spin_lock lock_;
 
  private:
-  struct abort_job;
+  struct abort_policy;
 
   // Removes the state from the table (lock held) / frees it (lock released).
   virtual void erase_locked(key_state_base& state) noexcept = 0;

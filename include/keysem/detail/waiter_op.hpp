@@ -56,11 +56,16 @@ class waiter_op {
   static constexpr std::size_t not_in_heap = ~std::size_t{0};
   std::size_t heap_index = not_in_heap;
 
-  // Strand (or shutdown) only. When a context is destroyed, asio destroys a
-  // strand's queued jobs in no guaranteed order: these two flags let the
-  // enqueue job and the cancel job of one op agree on who finishes it.
-  bool enqueue_pending = true;      // the enqueue job has neither run nor been destroyed
-  bool cancel_job_dropped = false;  // the cancel job was destroyed first, leaving the op to it
+  // Strand (or shutdown) only: where the op's strand jobs are. When a context
+  // is destroyed, asio destroys a strand's queued jobs in no guaranteed order;
+  // this lets the enqueue job and the cancel job of one op agree on who
+  // finishes it.
+  enum class strand_stage : unsigned char {
+    awaiting_enqueue,    // the enqueue job has neither run nor been dropped
+    cancel_job_dropped,  // ... and the cancel job was dropped first, leaving the op to it
+    enqueued,            // the enqueue job ran (or was dropped)
+  };
+  strand_stage stage = strand_stage::awaiting_enqueue;
 
  protected:
   using complete_fn = void (*)(waiter_op*, const boost::system::error_code&);
