@@ -140,14 +140,11 @@ verdict key_state_base::take_or_register_waiter(std::uint32_t n,
   }
 }
 
-void key_state_base::set_limit(std::uint32_t limit) {
+bool key_state_base::set_limit(std::uint32_t limit) noexcept {
   limit_.store(limit, std::memory_order_relaxed);
-  limit_changed_.store(true, std::memory_order_release);
-  // Waiters may now fit, or be unable ever to fit: a grant pass decides.
-  // The caller holds the lock, so the word cannot reach zero under us.
-  if (waiters(word()) != 0) {
-    request_drain();
-  }
+  // The lock is held: the word cannot reach zero under us.
+  const auto [before, after] = transition([](std::uint64_t word) { return limit_changed(word); });
+  return !drain_scheduled(before) && drain_scheduled(after);
 }
 
 void key_state_base::release(std::uint32_t n) noexcept {
@@ -172,8 +169,35 @@ void key_state_base::request_drain() noexcept {
   }
 }
 
+void key_state_base::unlink(waiter_op& op) noexcept {
+  queue_.erase(op);
+  shard_->deadlines().remove(op);
+}
+
+void key_state_base::time_out(waiter_op& op) {
+  if (!op.try_claim()) {
+    return;  // cancelled: its cancel job takes it out
+  }
+  const strand_job_scope scope(*shard_);
+  std::exception_ptr failure;
+  // The op's registration is this pass's reference until the pin takes over.
+  word_.fetch_add(strand_pin_bit, std::memory_order_relaxed);
+  queue_.erase(op);
+  leave(1);
+  complete_or_record(op, boost::asio::error::timed_out, failure);
+  grant_waiters(failure);  // it may have been holding the head back
+  subtract(strand_pin_bit);
+  rethrow_if(failure);
+}
+
 std::uint64_t key_state_base::leave(std::uint64_t ops) noexcept {
   return word_.fetch_sub(ops * one_waiter, std::memory_order_acq_rel) - ops * one_waiter;
+}
+
+// The drain job went without running: its bit, and a limit change that only
+// a grant pass would have consumed, go with it.
+void key_state_base::drop_drain() noexcept {
+  transition([](std::uint64_t word) { return word & ~(drain_bit | limit_changed_bit); });
 }
 
 void key_state_base::subtract(std::uint64_t amount) noexcept {
@@ -200,6 +224,14 @@ void key_state_base::enqueue(waiter_op& op) {
     return;  // a cancelled op is finished by its cancel job
   }
   queue_.push_back(op);
+  if (op.deadline() != waiter_op::no_deadline) {
+    try {
+      shard_->deadlines().add(*shard_, op);
+    } catch (...) {
+      // Out of memory for the heap: the op waits without its deadline rather
+      // than not at all.
+    }
+  }
   // Granting op hands over its reference to the state, and its handler may
   // release the permit on another thread at once: pin the state until the
   // strand is done with it.
@@ -217,11 +249,17 @@ void key_state_base::enqueue(waiter_op& op) {
 // registration): each grant gives the op's reference away with the permit.
 std::uint64_t key_state_base::grant_waiters(std::exception_ptr& failure) {
   std::uint64_t word = word_.load(std::memory_order_acquire);
+  const bool limit_changed = (word & limit_changed_bit) != 0;
+  if (limit_changed) {
+    // Consumed before anything else: the bit must never outlive the drain
+    // that came with it, or the word could not reach zero.
+    word = word_.fetch_and(~limit_changed_bit, std::memory_order_acq_rel) & ~limit_changed_bit;
+  }
   if (shard_->core().is_stopped()) {
     return word;  // close/destroy completes the queue; grant nothing more
   }
   const std::uint64_t key_limit = limit();
-  if (limit_changed_.exchange(false, std::memory_order_acquire)) {
+  if (limit_changed) {
     fail_unfit_waiters(key_limit, failure);
     word = word_.load(std::memory_order_acquire);
   }
@@ -233,7 +271,7 @@ std::uint64_t key_state_base::grant_waiters(std::exception_ptr& failure) {
         break;
       }
       if (op->try_claim()) {
-        queue_.erase(*op);
+        unlink(*op);
         // close() may have run on another thread since the pass began: once
         // it has returned, nothing queued is granted.
         if (const auto ec = shard_->core().stop_error()) {
@@ -263,7 +301,7 @@ void key_state_base::fail_unfit_waiters(std::uint64_t key_limit, std::exception_
   for (waiter_op* op = queue_.front(); op != nullptr;) {
     waiter_op* const next = waiter_queue::next(*op);
     if (op->count() > key_limit && op->try_claim()) {
-      queue_.erase(*op);
+      unlink(*op);
       leave(1);
       complete_or_record(*op, boost::asio::error::invalid_argument, failure);
     }
@@ -301,7 +339,7 @@ void key_state_base::run_drain() {
 void key_state_base::finish_cancelled(waiter_op& op, bool invoke) {
   std::exception_ptr failure;
   if (waiter_queue::is_linked(op)) {
-    queue_.erase(op);
+    unlink(op);
   }
   if (invoke) {
     const strand_job_scope scope(*shard_);
@@ -321,7 +359,7 @@ void key_state_base::abort_waiters(const boost::system::error_code& ec, bool inv
   for (waiter_op* op = queue_.front(); op != nullptr;) {
     waiter_op* const next = waiter_queue::next(*op);
     if (op->try_claim()) {
-      queue_.erase(*op);
+      unlink(*op);
       if (invoke) {
         complete_or_record(*op, ec, failure);
       } else {

@@ -153,6 +153,7 @@ void shard_base::detach() noexcept {
     std::this_thread::yield();
   }
   abort_waiting_keys(boost::asio::error::operation_aborted, false);
+  deadlines_.drop_timer();
   strand_ = boost::asio::any_io_executor();
 }
 

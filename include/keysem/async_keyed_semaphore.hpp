@@ -23,6 +23,7 @@
 #include <boost/system/error_code.hpp>
 #include <boost/system/system_error.hpp>
 
+#include <chrono>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
@@ -177,31 +178,7 @@ class async_keyed_semaphore {
   /// Nothing happens until the awaitable is awaited. It can be combined with
   /// awaitable operators: `co_await (sem.acquire(key) || timer.async_wait(use_awaitable))`.
   boost::asio::awaitable<permit> acquire(key_type key, std::size_t n = 1) {
-    auto cancellation = co_await boost::asio::this_coro::cancellation_state;
-    if (co_await boost::asio::this_coro::throw_if_cancelled() &&
-        cancellation.cancelled() != boost::asio::cancellation_type::none) {
-      throw_error(boost::asio::error::operation_aborted);
-    }
-    if (n == 0 || n > max_permits_per_key) {
-      impl_->count_early(boost::asio::error::invalid_argument);
-      throw_error(boost::asio::error::invalid_argument);
-    }
-    if (auto ec = impl_->stop_error()) {
-      if (n > limit(key)) {
-        ec = boost::asio::error::invalid_argument;
-      }
-      impl_->count_early(ec);
-      throw_error(ec);
-    }
-    const auto count = static_cast<std::uint32_t>(n);
-    const auto first = admit(key, count, request::first_try);
-    if (first.verdict == detail::key_word::verdict::granted) {
-      co_return detail::permit_access::adopt(*first.state, count);
-    }
-    if (first.verdict == detail::key_word::verdict::invalid) {
-      throw_error(boost::asio::error::invalid_argument);
-    }
-    co_return co_await acquire(std::move(key), n, boost::asio::use_awaitable);
+    return acquire_awaitable(std::move(key), n, {});
   }
 
   /// Acquires one permit on `key`: see the weighted overload.
@@ -285,6 +262,95 @@ class async_keyed_semaphore {
     return boost::asio::async_initiate<CompletionToken, acquire_signature>(
         initiate_acquire{this}, token, std::move(key),
         std::size_t{n});  // by value: deferred keeps it
+  }
+
+  /// Acquires `n` permits on `key`, waiting at most `timeout`: acquire() with
+  /// a deadline. If the permits are not granted before the deadline, the
+  /// operation completes with boost::asio::error::timed_out and an empty
+  /// permit, leaving no trace (as a cancellation does). A grant and the
+  /// deadline racing are decided once, on the shard's strand: the handler
+  /// gets the permits or timed_out, never both, never neither. The deadline
+  /// bounds waiting only: permits that are free at once are granted whatever
+  /// the timeout (0 or negative included). The clock (std::chrono::
+  /// steady_clock) starts when the operation is launched: for a deferred
+  /// operation, when it is started, not when it is created.
+  ///
+  /// Cost: an acquire granted at once pays nothing for its deadline; a
+  /// waiting one takes an entry in its shard's deadline heap, and each shard
+  /// keeps at most one timer armed (for its earliest deadline), cancelled as
+  /// soon as no timed acquire waits, so a granted or failed timed acquire
+  /// leaves no armed timer holding the executor's work.
+  ///
+  /// Everything else (signature, executor, allocator, cancellation, other
+  /// errors, counters: `timed_out` in stats()) is as for acquire().
+  /// Without a token, returns `boost::asio::awaitable<permit>` like acquire(key, n).
+  // clang-format off
+  template <class Rep, class Period,
+            BOOST_ASIO_COMPLETION_TOKEN_FOR(acquire_signature) CompletionToken>
+  auto acquire_for(key_type key, std::size_t n, std::chrono::duration<Rep, Period> timeout,
+                   CompletionToken&& token) {
+    // clang-format on
+    return boost::asio::async_initiate<CompletionToken, acquire_signature>(
+        initiate_acquire{this}, token, std::move(key), std::size_t{n}, after(timeout));
+  }
+
+  /// acquire_for() with one permit.
+  // clang-format off
+  template <class Rep, class Period,
+            BOOST_ASIO_COMPLETION_TOKEN_FOR(acquire_signature) CompletionToken>
+    requires(!std::is_arithmetic_v<std::remove_cvref_t<CompletionToken>>)
+  auto acquire_for(key_type key, std::chrono::duration<Rep, Period> timeout,
+                   CompletionToken&& token) {
+    // clang-format on
+    return acquire_for(std::move(key), 1, timeout, std::forward<CompletionToken>(token));
+  }
+
+  /// `co_await sem.acquire_for(key[, n], timeout)`.
+  template <class Rep, class Period>
+  boost::asio::awaitable<permit> acquire_for(key_type key, std::size_t n,
+                                             std::chrono::duration<Rep, Period> timeout) {
+    return acquire_awaitable(std::move(key), n, after(timeout));
+  }
+
+  template <class Rep, class Period>
+  boost::asio::awaitable<permit> acquire_for(key_type key,
+                                             std::chrono::duration<Rep, Period> timeout) {
+    return acquire_awaitable(std::move(key), 1, after(timeout));
+  }
+
+  /// acquire_for() with an absolute deadline. A deadline of another clock
+  /// than std::chrono::steady_clock is turned into the time left on it when
+  /// the operation is launched.
+  // clang-format off
+  template <class Clock, class Duration,
+            BOOST_ASIO_COMPLETION_TOKEN_FOR(acquire_signature) CompletionToken>
+  auto acquire_until(key_type key, std::size_t n,
+                     std::chrono::time_point<Clock, Duration> deadline, CompletionToken&& token) {
+    // clang-format on
+    return boost::asio::async_initiate<CompletionToken, acquire_signature>(
+        initiate_acquire{this}, token, std::move(key), std::size_t{n}, at(deadline));
+  }
+
+  // clang-format off
+  template <class Clock, class Duration,
+            BOOST_ASIO_COMPLETION_TOKEN_FOR(acquire_signature) CompletionToken>
+    requires(!std::is_arithmetic_v<std::remove_cvref_t<CompletionToken>>)
+  auto acquire_until(key_type key, std::chrono::time_point<Clock, Duration> deadline,
+                     CompletionToken&& token) {
+    // clang-format on
+    return acquire_until(std::move(key), 1, deadline, std::forward<CompletionToken>(token));
+  }
+
+  template <class Clock, class Duration>
+  boost::asio::awaitable<permit> acquire_until(key_type key, std::size_t n,
+                                               std::chrono::time_point<Clock, Duration> deadline) {
+    return acquire_awaitable(std::move(key), n, at(deadline));
+  }
+
+  template <class Clock, class Duration>
+  boost::asio::awaitable<permit> acquire_until(key_type key,
+                                               std::chrono::time_point<Clock, Duration> deadline) {
+    return acquire_awaitable(std::move(key), 1, at(deadline));
   }
 
   /// Takes `n` permits on `key` now if they are free and nobody is waiting
@@ -438,6 +504,45 @@ class async_keyed_semaphore {
   using impl_type = detail::semaphore_impl<Key, Hash, table_equal>;
   using state_type = detail::key_state<Key>;
 
+  using clock = std::chrono::steady_clock;
+
+  // When a timed acquire stops waiting, resolved when the operation is
+  // launched (a deferred acquire_for starts its clock then).
+  struct deadline_spec {
+    enum class kind { none, after, at } how = kind::none;
+    clock::duration timeout{};
+    clock::time_point at{};
+
+    clock::time_point resolve() const noexcept {
+      switch (how) {
+        case kind::after:
+          return clock::now() + timeout;
+        case kind::at:
+          return at;
+        default:
+          return detail::waiter_op::no_deadline;
+      }
+    }
+  };
+
+  template <class Rep, class Period>
+  static deadline_spec after(std::chrono::duration<Rep, Period> timeout) {
+    const auto bounded = timeout < std::chrono::duration<Rep, Period>::zero()
+                             ? clock::duration::zero()
+                             : std::chrono::ceil<clock::duration>(timeout);
+    return {deadline_spec::kind::after, bounded, {}};
+  }
+
+  // Another clock's deadline becomes a steady_clock one by the time left.
+  template <class Clock, class Duration>
+  static deadline_spec at(std::chrono::time_point<Clock, Duration> deadline) {
+    if constexpr (std::is_same_v<Clock, clock>) {
+      return {deadline_spec::kind::at, {}, std::chrono::time_point_cast<clock::duration>(deadline)};
+    } else {
+      return after(deadline - Clock::now());
+    }
+  }
+
   struct initiate_acquire {
     async_keyed_semaphore* self;
 
@@ -445,11 +550,45 @@ class async_keyed_semaphore {
     executor_type get_executor() const noexcept { return self->get_executor(); }
 
     template <class Handler>
-    void operator()(Handler&& handler, key_type key, std::size_t n) const {
+    void operator()(Handler&& handler, key_type key, std::size_t n,
+                    deadline_spec deadline = {}) const {
       std::decay_t<Handler> owned(std::forward<Handler>(handler));
-      self->start_acquire(owned, std::move(key), n);
+      self->start_acquire(owned, std::move(key), n, deadline.resolve());
     }
   };
+
+  // The token-less forms: free permits without suspending, else the
+  // asynchronous operation awaited with use_awaitable.
+  boost::asio::awaitable<permit> acquire_awaitable(key_type key, std::size_t n,
+                                                    deadline_spec deadline) {
+    auto cancellation = co_await boost::asio::this_coro::cancellation_state;
+    if (co_await boost::asio::this_coro::throw_if_cancelled() &&
+        cancellation.cancelled() != boost::asio::cancellation_type::none) {
+      throw_error(boost::asio::error::operation_aborted);
+    }
+    if (n == 0 || n > max_permits_per_key) {
+      impl_->count_early(boost::asio::error::invalid_argument);
+      throw_error(boost::asio::error::invalid_argument);
+    }
+    if (auto ec = impl_->stop_error()) {
+      if (n > limit(key)) {
+        ec = boost::asio::error::invalid_argument;
+      }
+      impl_->count_early(ec);
+      throw_error(ec);
+    }
+    const auto count = static_cast<std::uint32_t>(n);
+    const auto first = admit(key, count, request::first_try);
+    if (first.verdict == detail::key_word::verdict::granted) {
+      co_return detail::permit_access::adopt(*first.state, count);
+    }
+    if (first.verdict == detail::key_word::verdict::invalid) {
+      throw_error(boost::asio::error::invalid_argument);
+    }
+    co_return co_await boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&,
+                                                   acquire_signature>(
+        initiate_acquire{this}, boost::asio::use_awaitable, std::move(key), n, deadline);
+  }
 
   using request = detail::admission_policy::kind;
 
@@ -470,7 +609,7 @@ class async_keyed_semaphore {
   }
 
   template <class Handler>
-  void start_acquire(Handler& handler, key_type key, std::size_t n) {
+  void start_acquire(Handler& handler, key_type key, std::size_t n, clock::time_point deadline) {
     if (n == 0 || n > max_permits_per_key) {
       return complete_early(handler, boost::asio::error::invalid_argument);
     }
@@ -490,7 +629,7 @@ class async_keyed_semaphore {
       case detail::key_word::verdict::granted:
         return post_result(handler, {}, detail::permit_access::adopt(*result.state, count));
       case detail::key_word::verdict::queued:
-        return wait(handler, *result.state, count, shard);
+        return wait(handler, *result.state, count, shard, deadline);
       case detail::key_word::verdict::queue_full:
         return post_result(handler, error::queue_full, permit());
       default:
@@ -520,7 +659,8 @@ class async_keyed_semaphore {
 
   // The word counts this acquire as a waiter: queue an op on the strand.
   template <class Handler>
-  void wait(Handler& handler, state_type& state, std::uint32_t count, detail::shard_base& shard) {
+  void wait(Handler& handler, state_type& state, std::uint32_t count, detail::shard_base& shard,
+            clock::time_point deadline) {
     using op_type = detail::acquire_op<Key, Handler, Executor>;
     op_type* op = nullptr;
     try {
@@ -529,6 +669,7 @@ class async_keyed_semaphore {
       state.cancel_waiter_reservation();
       throw;
     }
+    op->set_deadline(deadline);
     // Before the enqueue job: a signal emitted after initiation then always
     // reaches the strand after the op is queued.
     try {

@@ -40,9 +40,14 @@ class alignas(64) key_state_base {
   // The key's limit: the semaphore's permits_per_key() or its override.
   std::uint32_t limit() const noexcept { return limit_.load(std::memory_order_relaxed); }
 
-  // Shard lock held. Changes the limit; a waiter that now fits, or that can
-  // no longer ever fit, is dealt with by a grant pass on the strand.
-  void set_limit(std::uint32_t limit);
+  // Shard lock held. Changes the limit. Returns true when a drain must be
+  // scheduled (call schedule_drain() once the lock is released): waiters
+  // that now fit, or that can no longer ever fit, are dealt with by a grant
+  // pass on the strand. The drain bit it set keeps the state alive until then.
+  bool set_limit(std::uint32_t limit) noexcept;
+
+  // Posts the drain job whose bit the caller set (see set_limit).
+  void schedule_drain();
 
   // Shard lock held. Takes n permits if nobody waits and they fit (granted),
   // else busy; invalid when n is above the limit. (key_word::try_admit)
@@ -68,6 +73,10 @@ class alignas(64) key_state_base {
   // Strand only. Queues op (already registered in the word) and grants what fits.
   void enqueue(waiter_op& op);
 
+  // Strand only: op's deadline passed. Completes it with timed_out unless it
+  // was granted or cancelled first, then grants what it was holding back.
+  void time_out(waiter_op& op);
+
   // Strand only, or shutdown. Removes a cancelled op and completes it with
   // operation_aborted (invoke) or destroys it (!invoke).
   void finish_cancelled(waiter_op& op, bool invoke);
@@ -82,7 +91,7 @@ class alignas(64) key_state_base {
   // Strand only: the drain job scheduled by release(). drop_drain() is its
   // destructor's path when the job is destroyed without running.
   void run_drain();
-  void drop_drain() noexcept { subtract(key_word::drain_bit); }
+  void drop_drain() noexcept;
 
  private:
   friend class shard_base;
@@ -90,8 +99,8 @@ class alignas(64) key_state_base {
   std::uint64_t grant_waiters(std::exception_ptr& failure);
   void fail_unfit_waiters(std::uint64_t key_limit, std::exception_ptr& failure);
   std::uint64_t leave(std::uint64_t ops) noexcept;
+  void unlink(waiter_op& op) noexcept;
   void subtract(std::uint64_t amount) noexcept;
-  void schedule_drain();
   template <class Next>
   std::pair<std::uint64_t, std::uint64_t> transition(Next next) noexcept;
 
@@ -101,9 +110,7 @@ class alignas(64) key_state_base {
   // Written under the shard's lock, read by the lock-free paths and the
   // strand: a grant uses the limit in force when it is decided.
   std::atomic<std::uint32_t> limit_;
-  // Set with the limit, cleared by the next grant pass, which then fails every
-  // queued request that the new limit can never grant, wherever it waits.
-  std::atomic<bool> limit_changed_{false};
+
 };
 
 // The state plus the key it belongs to; a permit points straight at it, so a

@@ -9,8 +9,11 @@ namespace keysem::detail::key_word {
 
 // Layout of key_state_base::word_:
 //   bits  0..31  permits held
-//   bits 32..61  acquire operations registered as waiting (queued, about to be
+//   bits 32..60  acquire operations registered as waiting (queued, about to be
 //                queued, or cancelled and about to leave the queue)
+//   bit  61      the limit changed while acquires waited: the next grant pass
+//                first fails those the new limit can never grant (set only
+//                together with the drain bit, so it never outlives a drain)
 //   bit  62      the strand is working on the queue outside a drain job
 //   bit  63      a drain job is scheduled on the shard's strand
 // Every part counts as a reference to the key's state: the state is reclaimed
@@ -18,7 +21,8 @@ namespace keysem::detail::key_word {
 // under the shard's lock (see docs/design.md).
 inline constexpr std::uint64_t held_mask = 0xFFFF'FFFFull;
 inline constexpr std::uint64_t one_waiter = 1ull << 32;
-inline constexpr std::uint64_t waiters_mask = 0x3FFF'FFFFull << 32;
+inline constexpr std::uint64_t waiters_mask = 0x1FFF'FFFFull << 32;
+inline constexpr std::uint64_t limit_changed_bit = 1ull << 61;
 inline constexpr std::uint64_t strand_pin_bit = 1ull << 62;
 inline constexpr std::uint64_t drain_bit = 1ull << 63;
 
@@ -81,6 +85,13 @@ constexpr std::uint64_t apply(std::uint64_t word, std::uint64_t n, verdict v) no
     default:
       return word;
   }
+}
+
+// A new limit: when anyone waits, a grant pass must look at every waiter
+// again; the changed word also makes a drain already past its scan go round
+// once more.
+constexpr std::uint64_t limit_changed(std::uint64_t word) noexcept {
+  return waiters(word) != 0 ? (word | limit_changed_bit | drain_bit) : word;
 }
 
 // A release of n held permits; asks for a drain when anyone waits.

@@ -154,15 +154,24 @@ class keyed_shard final : public shard_base {
   // back to default_limit); a live key takes the new limit at once.
   void set_limit(const Key& key, std::size_t hash, std::uint32_t limit,
                  std::uint32_t default_limit) {
-    std::lock_guard guard(lock_);
-    const prehashed_key<Key> lookup{key, hash};
-    if (limit != 0) {
-      overrides_.insert_or_assign(key, limit);
-    } else if (const auto found = overrides_.find(lookup); found != overrides_.end()) {
-      overrides_.erase(found);
+    key_state_base* to_drain = nullptr;
+    {
+      std::lock_guard guard(lock_);
+      const prehashed_key<Key> lookup{key, hash};
+      if (limit != 0) {
+        overrides_.insert_or_assign(key, limit);
+      } else if (const auto found = overrides_.find(lookup); found != overrides_.end()) {
+        overrides_.erase(found);
+      }
+      if (const auto found = table_.find(lookup); found != table_.end()) {
+        if ((*found)->set_limit(limit != 0 ? limit : default_limit)) {
+          to_drain = *found;
+        }
+      }
     }
-    if (const auto found = table_.find(lookup); found != table_.end()) {
-      (*found)->set_limit(limit != 0 ? limit : default_limit);
+    // Outside the lock: the drain may run right here (dispatch) and take it.
+    if (to_drain != nullptr) {
+      to_drain->schedule_drain();
     }
   }
 

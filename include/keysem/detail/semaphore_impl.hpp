@@ -76,7 +76,9 @@ class semaphore_impl final : public core_base {
       }
       // After the strands: the service must shut down before the strand
       // service does, and asio shuts services down newest first.
-      attach(boost::asio::query(ex, boost::asio::execution::context));
+      auto& context = boost::asio::query(ex, boost::asio::execution::context);
+      prepare_deadline_service(context);
+      attach(context);
     } catch (...) {
       destroy_shards(built);
       throw;

@@ -3,6 +3,7 @@
 #define KEYSEM_DETAIL_SHARD_HPP
 
 #include <keysem/detail/core.hpp>
+#include <keysem/detail/deadline_queue.hpp>
 #include <keysem/detail/handler_work.hpp>
 #include <keysem/detail/key_state.hpp>
 #include <keysem/detail/key_word.hpp>
@@ -105,8 +106,20 @@ class alignas(64) shard_base {
   // progress, destroys queued ops without invoking them and drops the strand.
   void detach() noexcept;
   // The core is being deleted (nothing references the shard any more) while
-  // its context may be shutting down: lets go of the strand first.
-  void drop_strand() noexcept { strand_ = boost::asio::any_io_executor(); }
+  // its context may be shutting down: lets go of the timer and the strand
+  // first, as both use the context's services.
+  void drop_strand() noexcept {
+    deadlines_.drop_timer();
+    strand_ = boost::asio::any_io_executor();
+  }
+
+  // Strand only: the shard's timed waiters.
+  deadline_queue& deadlines() noexcept { return deadlines_; }
+  const boost::asio::any_io_executor& strand_executor() const noexcept { return strand_; }
+
+  // A pending wait of the deadline timer holds a reference.
+  void take_timer_ref() noexcept { refs_.fetch_add(one_ref, std::memory_order_relaxed); }
+  void release_timer_ref() noexcept { drop_ref(); }
 
   // Strand (or shutdown) only: counts a queued acquire's completion.
   void count_completion(const boost::system::error_code& ec) noexcept;
@@ -201,6 +214,7 @@ class alignas(64) shard_base {
   std::atomic<std::size_t> keys_{0};
   core_base* core_;
   boost::asio::any_io_executor strand_;
+  deadline_queue deadlines_;  // strand only
 };
 
 template <class Function>

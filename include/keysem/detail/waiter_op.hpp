@@ -5,6 +5,8 @@
 #include <boost/system/error_code.hpp>
 
 #include <atomic>
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
 
 namespace keysem::detail {
@@ -43,6 +45,17 @@ class waiter_op {
   key_state_base& key() const noexcept { return *key_; }
   std::uint32_t count() const noexcept { return count_; }
 
+  using clock = std::chrono::steady_clock;
+  static constexpr clock::time_point no_deadline = clock::time_point::max();
+
+  // When the op stops waiting with timed_out; no_deadline if it never does.
+  clock::time_point deadline() const noexcept { return deadline_; }
+  void set_deadline(clock::time_point deadline) noexcept { deadline_ = deadline; }
+
+  // Strand only: the op's place in its shard's deadline heap.
+  static constexpr std::size_t not_in_heap = ~std::size_t{0};
+  std::size_t heap_index = not_in_heap;
+
   // Strand (or shutdown) only. When a context is destroyed, asio destroys a
   // strand's queued jobs in no guaranteed order: these two flags let the
   // enqueue job and the cancel job of one op agree on who finishes it.
@@ -72,6 +85,7 @@ class waiter_op {
   bool linked_ = false;
   key_state_base* key_;
   std::uint32_t count_;
+  clock::time_point deadline_ = no_deadline;
   std::atomic<status> status_{status::waiting};
   complete_fn complete_;
   destroy_fn destroy_;
