@@ -134,9 +134,9 @@ for line in \
     'keysem_acquires_total{outcome="granted_immediately"} 6' \
     'keysem_acquires_total{outcome="granted_after_wait"} 0' \
     'keysem_acquires_total{outcome="rejected_queue_full"} 1' \
-    'keysem_acquires_total{outcome="timed_out"} 0' \
+    'keysem_acquires_total{outcome="timed_out"} 1' \
     'keysem_acquires_total{outcome="rejected_closed"} 0' \
-    'keysem_acquires_total{outcome="cancelled"} 1' \
+    'keysem_acquires_total{outcome="cancelled"} 0' \
     'keysem_live_keys 0' \
     'keysem_held_permits 0' \
     'keysem_waiting_acquires 0' \

@@ -8,7 +8,8 @@
 //   limit       free tenants: --limit; paying tenants: their tier (set_limit)
 //   queue bound max_waiters_per_key: while that many wait, an acquire that
 //               would wait completes with queue_full → 429, Retry-After
-//   deadline    no permit within --timeout-ms → timed_out → 503, Retry-After
+//   deadline    acquire_for: no permit within --timeout-ms → timed_out → 503,
+//               Retry-After
 //   otherwise   → 200 once a permit is granted (at once if one is free)
 //
 // Every 200 carries X-Limit (the tenant's limit), X-Concurrency (the
@@ -28,7 +29,6 @@
 #include <keysem/keysem.hpp>
 
 #include <boost/asio.hpp>
-#include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
@@ -142,7 +142,10 @@ class http_server {
 
   // The admission policy: one acquire, and a status for each way it can end.
   asio::awaitable<response> work(std::string tenant, int ms) {
-    auto [ec, permit] = co_await acquire_within_deadline(tenant);
+    // Granted at once if a permit is free; otherwise queued, unless
+    // max_waiting already queue (queue_full), until the deadline (timed_out).
+    auto [ec, permit] = co_await limiter_.acquire_for(tenant, options_.acquire_timeout,
+                                                      asio::as_tuple(asio::use_awaitable));
     if (ec == keysem::error::queue_full) {
       // max_waiting requests already queue for this tenant: queueing more
       // would only add latency. Shed now, tell the client when to retry.
@@ -168,26 +171,6 @@ class http_server {
     res.set("X-Concurrency", std::to_string(concurrency));
     res.set("X-Permit-Held", std::to_string(held_from) + "-" + std::to_string(held_until));
     co_return res;
-  }
-
-  // A permit on `tenant`, or queue_full, timed_out (after the acquire
-  // timeout) or closed. No error means the permit is ours.
-  asio::awaitable<std::tuple<boost::system::error_code, keysem::keyed_semaphore::permit>>
-  acquire_within_deadline(const std::string& tenant) {
-    // Race the acquire against a deadline; the loser is cancelled. A
-    // cancelled acquire leaves the queue and changes no count.
-    asio::steady_timer deadline(co_await asio::this_coro::executor, options_.acquire_timeout);
-    auto [order, ec, permit, timer_ec] =
-        co_await asio::experimental::make_parallel_group(limiter_.acquire(tenant, asio::deferred),
-                                                         deadline.async_wait(asio::deferred))
-            .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
-    (void)order, (void)timer_ec;
-    // A granted acquire ignores cancellation, even if the timer fired in the
-    // same instant: no error means we hold the permit.
-    if (ec == asio::error::operation_aborted) {
-      ec = asio::error::timed_out;
-    }
-    co_return std::tuple(ec, std::move(permit));
   }
 
   // The Prometheus text exposition format, version 0.0.4.
