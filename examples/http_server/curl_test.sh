@@ -2,9 +2,10 @@
 # End-to-end check of the http_server example with a real HTTP client (curl)
 # on loopback. Usage: curl_test.sh <path to keysem_example_http_server>
 #
-# The server runs with a limit of 2 per tenant, 1 waiter allowed and a 1 s
-# acquire timeout, so every answer below is forced, not a matter of timing:
-# the script polls /metrics until the server is in the state it needs.
+# The server runs with a limit of 2 per tenant (gold: 3 from a --tiers file,
+# vip: 5 from --tier), 1 waiter allowed and a 1 s acquire timeout, so every
+# answer below is forced, not a matter of timing: the script polls /metrics
+# until the server is in the state it needs.
 set -euo pipefail
 
 server_bin=${1:?usage: $0 <keysem_example_http_server>}
@@ -34,8 +35,17 @@ fail() {
     exit 1
 }
 
+printf '# paying tenants\ngold 3\n\nvip 4  # overridden by --tier below\n' >"$work/tiers"
+# Bad command lines are refused with status 2 before anything listens.
+for bad in "--tier gold" "--tier gold=0" "--tier 'a b'=3" "--limit x" "--tiers $work/none"; do
+    status=0
+    eval "\"\$server_bin\" serve $bad" >/dev/null 2>&1 || status=$?
+    [[ $status == 2 ]] || fail "serve $bad: expected exit status 2, got $status"
+done
+echo "ok: bad command lines -> 2"
+
 "$server_bin" serve --port 0 --port-file "$work/port" --limit 2 --max-waiting 1 \
-    --timeout-ms 1000 >"$work/server.log" 2>&1 &
+    --timeout-ms 1000 --tiers "$work/tiers" --tier vip=5 >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 100); do
     [[ -s $work/port ]] && break
@@ -81,6 +91,13 @@ expect_status plain 200 "$(request plain acme '/work?ms=1')"
 expect_header plain 'X-Limit: 2'
 expect_header plain 'X-Concurrency: 1'
 
+# Tiers: paying tenants report their own limit.
+expect_status gold 200 "$(request gold gold '/work?ms=1')"
+expect_header gold 'X-Limit: 3'
+expect_status vip 200 "$(request vip vip '/work?ms=1')"
+expect_header vip 'X-Limit: 5'
+expect_header vip 'X-Permit-Held: [0-9]+-[0-9]+'
+
 # 2. Bad requests.
 expect_status no_tenant 400 "$(request no_tenant - '/work')"
 expect_status bad_tenant 400 "$(request bad_tenant 'a b' '/work')"
@@ -95,6 +112,7 @@ wait_for_metric 'keysem_permits_in_use{tenant="busy"} 2'
 request waiter busy '/work?ms=1' >"$work/waiter.status" &
 pids+=($!)
 wait_for_metric 'keysem_waiting{tenant="busy"} 1'
+metrics | grep -qxF 'keysem_limit{tenant="busy"} 2' || fail "/metrics lacks busy's limit"
 
 # The queue is full (1 waiter): shed at once.
 expect_status shed 429 "$(request shed busy '/work?ms=1')"
@@ -113,12 +131,17 @@ curl -sS --max-time 5 -D "$work/metrics.headers" -o "$work/metrics.body" "$base/
 expect_header metrics 'Content-Type: text/plain; version=0.0.4'
 for line in \
     '# TYPE keysem_acquires_total counter' \
-    'keysem_acquires_total{outcome="granted"} 4' \
-    'keysem_acquires_total{outcome="shed"} 1' \
+    'keysem_acquires_total{outcome="granted_immediately"} 6' \
+    'keysem_acquires_total{outcome="granted_after_wait"} 0' \
+    'keysem_acquires_total{outcome="rejected_queue_full"} 1' \
     'keysem_acquires_total{outcome="timed_out"} 1' \
+    'keysem_acquires_total{outcome="rejected_closed"} 0' \
     'keysem_acquires_total{outcome="cancelled"} 0' \
     'keysem_live_keys 0' \
-    'keysem_permits_per_key 2'; do
+    'keysem_held_permits 0' \
+    'keysem_waiting_acquires 0' \
+    'keysem_permits_per_key 2' \
+    'keysem_max_waiters_per_key 1'; do
     grep -qxF "$line" "$work/metrics.body" || fail "/metrics lacks '$line'"
 done
 echo "ok: /metrics"
@@ -142,7 +165,7 @@ wait "${pids[@]}"
 expect_status last_waiter 503 "$(cat "$work/last_waiter.status")"
 expect_status last_holder 200 "$(cat "$work/last_holder.status")"
 expect_status last_holder2 200 "$(cat "$work/last_holder2.status")"
-grep -q 'cancelled 1' "$work/server.log" || fail "the shutdown summary does not count the cancelled waiter"
+grep -q 'rejected_closed 1,' "$work/server.log" || fail "the shutdown summary does not count the closed waiter"
 echo "ok: graceful shutdown"
 cat "$work/server.log"
 echo "PASS"

@@ -22,9 +22,9 @@ using clock_type = std::chrono::steady_clock;
 
 std::vector<tenant_profile> default_tenant_profiles() {
   return {
-      {"acme", 16, 20, 80},   // 16 users against a limit of 4: queues, sheds, times out
-      {"globex", 5, 5, 30},   // a little over the limit: mostly waits
-      {"initech", 2, 5, 15},  // under the limit: every request is served at once
+      {"acme", 12, 20, 80},    // paying: queues a little, times out now and then
+      {"globex", 12, 20, 80},  // the same load on the free limit: queues, sheds, times out
+      {"initech", 2, 5, 15},   // within the free limit: served at once
   };
 }
 
@@ -41,17 +41,59 @@ std::size_t header_number(const http::response<http::string_body>& res, std::str
   return value;
 }
 
+// "from-until" → {from, until}; {0, 0} if the header is missing or malformed.
+std::pair<long long, long long> held_interval(const http::response<http::string_body>& res) {
+  const auto it = res.find("X-Permit-Held");
+  if (it == res.end()) {
+    return {0, 0};
+  }
+  const std::string_view text = it->value();
+  const char* const end = text.data() + text.size();
+  long long from = 0, until = 0;
+  auto [p, ec] = std::from_chars(text.data(), end, from);
+  if (ec != std::errc() || p == end || *p != '-' ||
+      std::from_chars(p + 1, end, until).ec != std::errc() || until < from) {
+    return {0, 0};
+  }
+  return {from, until};
+}
+
+// The most intervals [from, until) that hold at one instant. A release and
+// an acquire at the same instant do not overlap: ends sort before starts.
+std::size_t peak_overlap(const std::vector<std::pair<long long, long long>>& held) {
+  std::vector<std::pair<long long, int>> events;
+  events.reserve(2 * held.size());
+  for (const auto& [from, until] : held) {
+    events.emplace_back(from, +1);
+    events.emplace_back(until, -1);
+  }
+  std::sort(events.begin(), events.end());  // at equal times, -1 before +1
+  std::size_t now = 0, peak = 0;
+  for (const auto& [time, delta] : events) {
+    now = delta > 0 ? now + 1 : now - 1;
+    peak = std::max(peak, now);
+  }
+  return peak;
+}
+
 void record(http_tenant_stats& stats, const http::response<http::string_body>& res,
             clock_type::duration latency) {
   const bool has_retry_after = res.find(http::field::retry_after) != res.end();
   switch (res.result()) {
-    case http::status::ok:
+    case http::status::ok: {
+      const auto held = held_interval(res);
+      if (held.second == 0) {
+        ++stats.other;  // a 200 that does not say when it held its permit
+        break;
+      }
       ++stats.served;
+      stats.held.push_back(held);
       stats.peak_concurrency =
           std::max(stats.peak_concurrency, header_number(res, "X-Concurrency"));
       stats.limit = header_number(res, "X-Limit");
       stats.latency_ms.push_back(std::chrono::duration<double, std::milli>(latency).count());
       break;
+    }
     case http::status::too_many_requests:
       ++(has_retry_after ? stats.shed : stats.other);
       break;
@@ -159,6 +201,9 @@ asio::awaitable<http_load_report> run_http_load(http_load_options options) {
     report.transport_errors += e ? 1 : 0;
   }
   report.seconds = std::chrono::duration<double>(clock_type::now() - start).count();
+  for (auto& [name, stats] : report.tenants) {
+    stats.peak_concurrency = std::max(stats.peak_concurrency, peak_overlap(stats.held));
+  }
   co_return report;
 }
 

@@ -2,10 +2,13 @@
 // server, and the table it prints.
 //
 // Every virtual user keeps one keep-alive connection and sends requests back
-// to back as one tenant (X-Tenant). The server answers each request with
-// X-Concurrency (its own count of that tenant's requests holding a permit,
-// this one included) and X-Limit: the client keeps the maximum per tenant,
-// which is how it checks the limit from outside the server.
+// to back as one tenant (X-Tenant). The server answers each 200 with X-Limit
+// (the tenant's limit), X-Concurrency (keysem's count of the tenant's
+// permits in use just after this one was granted) and X-Permit-Held (the
+// interval, on the server's steady clock, during which the request held its
+// permit). The client checks each tenant's limit from outside: the most
+// intervals that overlap at any instant, and the highest X-Concurrency,
+// must not exceed the tenant's limit.
 #ifndef KEYSEM_EXAMPLE_HTTP_LOAD_CLIENT_HPP
 #define KEYSEM_EXAMPLE_HTTP_LOAD_CLIENT_HPP
 
@@ -16,6 +19,7 @@
 #include <cstddef>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 struct tenant_profile {
@@ -25,7 +29,8 @@ struct tenant_profile {
   int max_work_ms;    // ...up to this, drawn at random
 };
 
-// acme offers more than its limit allows, globex about its limit, initech little.
+// acme and globex offer the same heavy load; acme is the demo's paying tenant
+// (a higher limit, --tier acme=8), globex a free one. initech offers little.
 std::vector<tenant_profile> default_tenant_profiles();
 
 struct http_load_options {
@@ -43,9 +48,10 @@ struct http_tenant_stats {
   std::size_t shed = 0;       // 429
   std::size_t timed_out = 0;  // 503
   std::size_t other = 0;      // any other status, or a 429/503 without Retry-After
-  std::size_t peak_concurrency = 0;
-  std::size_t limit = 0;           // X-Limit as the server reported it
-  std::vector<double> latency_ms;  // of served requests
+  std::size_t peak_concurrency = 0;  // of X-Permit-Held intervals and X-Concurrency
+  std::size_t limit = 0;             // X-Limit as the server reported it
+  std::vector<double> latency_ms;    // of served requests
+  std::vector<std::pair<long long, long long>> held;  // X-Permit-Held, [from, until)
 };
 
 struct http_load_report {
@@ -59,7 +65,7 @@ struct http_load_report {
 boost::asio::awaitable<http_load_report> run_http_load(http_load_options options);
 
 // Prints the per-tenant table. Returns true if no tenant ever exceeded its
-// limit, every answer was a well-formed 200/429/503, and nothing failed.
+// own limit, every answer was a well-formed 200/429/503, and nothing failed.
 bool print_load_table(const http_load_report& report);
 
 #endif

@@ -1,35 +1,34 @@
 // http_server: a Boost.Beast HTTP server with a concurrency limit per tenant.
 //
 // Each request names its tenant in the X-Tenant header. GET /work?ms=N
-// "works" for N milliseconds while holding one of the tenant's permits:
+// "works" for N milliseconds while holding one of the tenant's permits. The
+// admission policy is the semaphore's configuration, and one acquire per
+// request applies it:
 //
-//   a permit is free, nobody queued      → 200 at once (try_acquire)
-//   the tenant's queue is full           → 429 Too Many Requests, Retry-After
-//   queued, and no permit within timeout → 503 Service Unavailable, Retry-After
-//   queued, and a permit came in time    → 200
+//   limit       free tenants: --limit; paying tenants: their tier (set_limit)
+//   queue bound max_waiters_per_key: while that many wait, an acquire that
+//               would wait completes with queue_full → 429, Retry-After
+//   deadline    acquire_for: no permit within --timeout-ms → timed_out → 503,
+//               Retry-After
+//   otherwise   → 200 once a permit is granted (at once if one is free)
 //
-// Every 200 carries X-Concurrency (the server's own count of the tenant's
-// requests holding a permit, this one included) and X-Limit, so a client can
-// check the limit from outside. GET /metrics exposes the semaphore in the
-// Prometheus text format.
+// Every 200 carries X-Limit (the tenant's limit), X-Concurrency (the
+// tenant's permits in use just after this one was granted) and
+// X-Permit-Held (when, on the server's steady clock, the request held its
+// permit), so a client can check every tenant's limit from outside: see
+// load_client.cpp. GET /metrics exposes semaphore_stats and the busiest
+// tenants in the Prometheus text format.
 //
 // The server runs on several threads; each connection is a coroutine on its
-// own strand (asio's rule for awaitable operators and parallel groups, whose
-// branches must not run concurrently).
-//
-// Usage:
-//   keysem_example_http_server [--seconds S]           server + load client, one process
-//   keysem_example_http_server serve [--port P] [--port-file F] [--limit N]
-//                                    [--max-waiting N] [--timeout-ms N] [--threads N]
-//   keysem_example_http_server load --port P [--seconds S]
-// `serve` runs until SIGINT or SIGTERM, then shuts down gracefully and exits 0.
-// The other two print a per-tenant table and exit 1 if a limit was exceeded.
+// own strand. The command line is in options.hpp; `serve` runs until SIGINT
+// or SIGTERM, then shuts down gracefully and exits 0. The other two modes
+// print a per-tenant table and exit 1 if a tenant exceeded its limit.
 #include "load_client.hpp"
+#include "options.hpp"
 
 #include <keysem/keysem.hpp>
 
 #include <boost/asio.hpp>
-#include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
@@ -37,14 +36,11 @@
 #include <atomic>
 #include <charconv>
 #include <cstdio>
-#include <cstring>
 #include <fstream>
-#include <mutex>
 #include <sstream>
 #include <string>
 #include <string_view>
 #include <thread>
-#include <unordered_map>
 #include <vector>
 
 namespace asio = boost::asio;
@@ -52,15 +48,6 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using asio::ip::tcp;
 using namespace std::chrono_literals;
-
-struct server_options {
-  unsigned short port = 0;                         // 0: the kernel picks a free port
-  std::size_t limit = 4;                           // permits per tenant
-  std::size_t max_waiting = 8;                     // queued requests per tenant before 429
-  std::chrono::milliseconds acquire_timeout{100};  // queued longer than this: 503
-  std::size_t threads = 2;
-  std::size_t metrics_top = 10;  // /metrics lists this many of the busiest tenants
-};
 
 class http_server {
  public:
@@ -72,7 +59,13 @@ class http_server {
         options_(options),
         acceptor_(asio::make_strand(ctx),
                   tcp::endpoint(asio::ip::make_address("127.0.0.1"), options.port)),
-        limiter_(ctx, options.limit) {}
+        limiter_(ctx, options.limit,
+                 keysem::semaphore_options{.shards = 0,
+                                           .max_waiters_per_key = options.max_waiting}) {
+    for (const auto& [tenant, limit] : options.tiers) {
+      limiter_.set_limit(tenant, limit);  // paying tenants; everyone else gets options.limit
+    }
+  }
 
   tcp::endpoint local_endpoint() const { return acceptor_.local_endpoint(); }
 
@@ -91,11 +84,6 @@ class http_server {
   }
 
  private:
-  struct tenant_entry {
-    std::size_t requests = 0;  // in the server: queued or holding
-    std::size_t holding = 0;   // holding a permit
-  };
-
   asio::awaitable<void> accept_loop() {
     for (;;) {
       // Each connection gets its own strand.
@@ -152,53 +140,36 @@ class http_server {
     co_return co_await work(std::string(tenant->value()), work_ms(target));
   }
 
+  // The admission policy: one acquire, and a status for each way it can end.
   asio::awaitable<response> work(std::string tenant, int ms) {
-    enter(tenant);
-    response res = co_await admit_and_work(tenant, ms);
-    leave(tenant);
-    co_return res;
-  }
-
-  asio::awaitable<response> admit_and_work(const std::string& tenant, int ms) {
-    std::optional<keysem::keyed_semaphore::permit> permit = limiter_.try_acquire(tenant);
-    if (!permit && limiter_.waiting(tenant) >= options_.max_waiting) {
-      // Queueing more would only add latency: shed now, tell the client when to retry.
-      ++shed_;
+    // Granted at once if a permit is free; otherwise queued, unless
+    // max_waiting already queue (queue_full), until the deadline (timed_out).
+    auto [ec, permit] = co_await limiter_.acquire_for(tenant, options_.acquire_timeout,
+                                                      asio::as_tuple(asio::use_awaitable));
+    if (ec == keysem::error::queue_full) {
+      // max_waiting requests already queue for this tenant: queueing more
+      // would only add latency. Shed now, tell the client when to retry.
       co_return retry_later(http::status::too_many_requests, "too many requests for " + tenant);
     }
-    if (!permit) {
-      // Race the acquire against a deadline; the loser is cancelled. A
-      // cancelled acquire leaves the queue and changes no count.
-      asio::steady_timer deadline(co_await asio::this_coro::executor, options_.acquire_timeout);
-      auto [order, acquire_ec, p, timer_ec] =
-          co_await asio::experimental::make_parallel_group(limiter_.acquire(tenant, asio::deferred),
-                                                           deadline.async_wait(asio::deferred))
-              .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
-      (void)order, (void)timer_ec;
-      // No error means we hold the permit, even if the timer fired in the same
-      // instant (a granted acquire ignores cancellation): use it.
-      if (acquire_ec == asio::error::operation_aborted) {
-        ++timed_out_;
-        co_return retry_later(http::status::service_unavailable, "timed out waiting for " + tenant);
-      }
-      if (acquire_ec) {  // keysem::error::closed: shutting down
-        ++cancelled_;
-        co_return retry_later(http::status::service_unavailable, "shutting down");
-      }
-      permit = std::move(p);
+    if (ec == asio::error::timed_out) {
+      co_return retry_later(http::status::service_unavailable, "timed out waiting for " + tenant);
     }
-    ++granted_;
+    if (ec) {  // keysem::error::closed: shutting down
+      co_return retry_later(http::status::service_unavailable, "shutting down");
+    }
 
-    const std::size_t concurrency = hold(tenant, +1);
+    const std::size_t concurrency = limiter_.in_use(tenant);  // ours included
+    const auto held_from = steady_ns();
     asio::steady_timer work(co_await asio::this_coro::executor, std::chrono::milliseconds(ms));
     co_await work.async_wait(asio::as_tuple(asio::use_awaitable));
-    hold(tenant, -1);  // before the permit goes, so no newcomer is counted with us
-    permit->release();
+    const auto held_until = steady_ns();  // before the permit goes, so no successor overlaps
+    permit.release();
 
     response res =
         text(http::status::ok, "worked " + std::to_string(ms) + " ms for " + tenant + "\n");
+    res.set("X-Limit", std::to_string(limiter_.limit(tenant)));
     res.set("X-Concurrency", std::to_string(concurrency));
-    res.set("X-Limit", std::to_string(limiter_.permits_per_key()));
+    res.set("X-Permit-Held", std::to_string(held_from) + "-" + std::to_string(held_until));
     co_return res;
   }
 
@@ -206,51 +177,69 @@ class http_server {
   std::string metrics() const {
     struct row {
       std::string tenant;
-      std::size_t in_use = 0;
-      std::size_t waiting = 0;
+      keysem::key_usage usage;
+      std::size_t load() const { return usage.in_use + usage.waiting; }
     };
     std::vector<row> rows;
-    {
-      std::lock_guard lock(mutex_);
-      for (const auto& [tenant, entry] : tenants_) {
-        rows.push_back({tenant, 0, 0});
-      }
-    }
-    for (row& r : rows) {  // keysem's counters are exact; ask outside our lock
-      r.in_use = limiter_.in_use(r.tenant);
-      r.waiting = limiter_.waiting(r.tenant);
-    }
-    std::sort(rows.begin(), rows.end(), [](const row& a, const row& b) {
-      return a.in_use + a.waiting != b.in_use + b.waiting
-                 ? a.in_use + a.waiting > b.in_use + b.waiting
-                 : a.tenant < b.tenant;
+    limiter_.for_each_key(
+        [&rows](const std::string& tenant, keysem::key_usage usage) {
+          rows.push_back({tenant, usage});
+        });
+    const auto busiest = rows.begin() + static_cast<std::ptrdiff_t>(
+                                            std::min(rows.size(), options_.metrics_top));
+    std::partial_sort(rows.begin(), busiest, rows.end(), [](const row& a, const row& b) {
+      return a.load() != b.load() ? a.load() > b.load() : a.tenant < b.tenant;
     });
-    rows.resize(std::min(rows.size(), options_.metrics_top));
+    rows.erase(busiest, rows.end());
+    const keysem::semaphore_stats stats = limiter_.stats();
 
     // Tenant names are validated to [A-Za-z0-9._-]: no label escaping needed.
     std::ostringstream out;
-    out << "# HELP keysem_permits_in_use Permits held per tenant (busiest tenants only).\n"
-        << "# TYPE keysem_permits_in_use gauge\n";
-    for (const row& r : rows) {
-      out << "keysem_permits_in_use{tenant=\"" << r.tenant << "\"} " << r.in_use << '\n';
+    const auto per_tenant = [&](const char* name, const char* help, auto field) {
+      out << "# HELP " << name << ' ' << help << " (the " << options_.metrics_top
+          << " busiest tenants by in use + waiting).\n# TYPE " << name << " gauge\n";
+      for (const row& r : rows) {
+        out << name << "{tenant=\"" << r.tenant << "\"} " << field(r.usage) << '\n';
+      }
+    };
+    per_tenant("keysem_permits_in_use", "Permits held per tenant",
+               [](const keysem::key_usage& u) { return u.in_use; });
+    per_tenant("keysem_waiting", "Acquires queued per tenant",
+               [](const keysem::key_usage& u) { return u.waiting; });
+    per_tenant("keysem_limit", "The limit in force per tenant",
+               [](const keysem::key_usage& u) { return u.limit; });
+
+    out << "# HELP keysem_acquires_total Admission decisions by outcome "
+           "(429: rejected_queue_full, 503: timed_out and rejected_closed).\n"
+        << "# TYPE keysem_acquires_total counter\n";
+    const std::pair<const char*, std::uint64_t> outcomes[] = {
+        {"granted_immediately", stats.granted_immediately},
+        {"granted_after_wait", stats.granted_after_wait},
+        {"rejected_queue_full", stats.rejected_queue_full},
+        {"timed_out", stats.timed_out},
+        {"rejected_closed", stats.rejected_closed},
+        {"cancelled", stats.cancelled},
+        {"try_failed", stats.try_failed},
+        {"invalid_argument", stats.invalid_argument},
+    };
+    for (const auto& [outcome, count] : outcomes) {
+      out << "keysem_acquires_total{outcome=\"" << outcome << "\"} " << count << '\n';
     }
-    out << "# HELP keysem_waiting Acquires queued per tenant (busiest tenants only).\n"
-        << "# TYPE keysem_waiting gauge\n";
-    for (const row& r : rows) {
-      out << "keysem_waiting{tenant=\"" << r.tenant << "\"} " << r.waiting << '\n';
-    }
-    out << "# HELP keysem_acquires_total Admission decisions by outcome.\n"
-        << "# TYPE keysem_acquires_total counter\n"
-        << "keysem_acquires_total{outcome=\"granted\"} " << granted_ << '\n'
-        << "keysem_acquires_total{outcome=\"shed\"} " << shed_ << '\n'
-        << "keysem_acquires_total{outcome=\"timed_out\"} " << timed_out_ << '\n'
-        << "keysem_acquires_total{outcome=\"cancelled\"} " << cancelled_ << '\n'
-        << "# HELP keysem_live_keys Tenants with holders or waiters.\n"
+    out << "# HELP keysem_live_keys Tenants with holders or waiters.\n"
         << "# TYPE keysem_live_keys gauge\n"
-        << "keysem_live_keys " << limiter_.key_count() << '\n'
-        << "# HELP keysem_permits_per_key The per-tenant limit.\n"
+        << "keysem_live_keys " << stats.keys << '\n'
+        << "# HELP keysem_held_permits Permits held, all tenants.\n"
+        << "# TYPE keysem_held_permits gauge\n"
+        << "keysem_held_permits " << stats.in_use << '\n'
+        << "# HELP keysem_waiting_acquires Acquires queued, all tenants.\n"
+        << "# TYPE keysem_waiting_acquires gauge\n"
+        << "keysem_waiting_acquires " << stats.waiting << '\n'
+        << "# HELP keysem_permits_per_key The limit of tenants without a tier.\n"
         << "# TYPE keysem_permits_per_key gauge\n"
-        << "keysem_permits_per_key " << limiter_.permits_per_key() << '\n';
+        << "keysem_permits_per_key " << limiter_.permits_per_key() << '\n'
+        << "# HELP keysem_max_waiters_per_key Queued acquires per tenant before 429.\n"
+        << "# TYPE keysem_max_waiters_per_key gauge\n"
+        << "keysem_max_waiters_per_key " << options_.max_waiting << '\n';
     return out.str();
   }
 
@@ -261,43 +250,23 @@ class http_server {
       poll.expires_after(10ms);
       co_await poll.async_wait(asio::use_awaitable);
     }
+    const keysem::semaphore_stats s = limiter_.stats();
     std::printf(
-        "shutdown: %zu requests still in progress; totals: granted %llu, shed %llu, "
-        "timed out %llu, cancelled %llu\n",
-        in_progress_.load(), static_cast<unsigned long long>(granted_),
-        static_cast<unsigned long long>(shed_), static_cast<unsigned long long>(timed_out_),
-        static_cast<unsigned long long>(cancelled_));
+        "shutdown: %zu requests still in progress; totals: granted %llu, rejected_queue_full %llu, "
+        "timed_out %llu, rejected_closed %llu, cancelled %llu\n",
+        in_progress_.load(),
+        static_cast<unsigned long long>(s.granted_immediately + s.granted_after_wait),
+        static_cast<unsigned long long>(s.rejected_queue_full),
+        static_cast<unsigned long long>(s.timed_out),
+        static_cast<unsigned long long>(s.rejected_closed),
+        static_cast<unsigned long long>(s.cancelled));
     ctx_.stop();  // idle keep-alive connections are simply dropped
   }
 
-  // Bookkeeping of tenants the server currently knows, for /metrics and
-  // X-Concurrency. Entries go when their last request does.
-  void enter(const std::string& tenant) {
-    std::lock_guard lock(mutex_);
-    ++tenants_[tenant].requests;
-  }
-
-  void leave(const std::string& tenant) {
-    std::lock_guard lock(mutex_);
-    auto it = tenants_.find(tenant);
-    if (--it->second.requests == 0) {
-      tenants_.erase(it);
-    }
-  }
-
-  std::size_t hold(const std::string& tenant, int delta) {
-    std::lock_guard lock(mutex_);
-    auto& holding = tenants_[tenant].holding;
-    holding = delta > 0 ? holding + 1 : holding - 1;
-    return holding;
-  }
-
-  static bool valid_tenant(std::string_view tenant) {
-    return !tenant.empty() && tenant.size() <= 64 &&
-           std::all_of(tenant.begin(), tenant.end(), [](char c) {
-             return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '.' || c == '_' || c == '-';
-           });
+  static long long steady_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
   }
 
   static int work_ms(std::string_view target) {
@@ -328,52 +297,10 @@ class http_server {
   tcp::acceptor acceptor_;
   keysem::keyed_semaphore limiter_;
   std::atomic<bool> stopping_{false};
-  std::atomic<std::size_t> in_progress_{0};
-  std::atomic<std::uint64_t> granted_{0}, shed_{0}, timed_out_{0}, cancelled_{0};
-  mutable std::mutex mutex_;
-  std::unordered_map<std::string, tenant_entry> tenants_;
+  std::atomic<std::size_t> in_progress_{0};  // requests read and not yet answered
 };
 
 namespace {
-
-// --name value pairs after the mode; unknown names are an error.
-struct command_line {
-  std::string mode = "both";
-  server_options server;
-  std::string port_file;
-  std::chrono::milliseconds duration{2000};
-};
-
-bool parse(int argc, char** argv, command_line& cmd) {
-  int i = 1;
-  if (argc > 1 && std::strncmp(argv[1], "--", 2) != 0) {
-    cmd.mode = argv[i++];
-  }
-  for (; i + 1 < argc; i += 2) {
-    const std::string_view name = argv[i];
-    const std::string value = argv[i + 1];
-    const auto number = [&] { return std::stoul(value); };
-    if (name == "--port") {
-      cmd.server.port = static_cast<unsigned short>(number());
-    } else if (name == "--port-file") {
-      cmd.port_file = value;
-    } else if (name == "--limit") {
-      cmd.server.limit = number();
-    } else if (name == "--max-waiting") {
-      cmd.server.max_waiting = number();
-    } else if (name == "--timeout-ms") {
-      cmd.server.acquire_timeout = std::chrono::milliseconds(number());
-    } else if (name == "--threads") {
-      cmd.server.threads = std::max<std::size_t>(1, number());
-    } else if (name == "--seconds") {
-      cmd.duration = std::chrono::milliseconds(static_cast<long>(std::stod(value) * 1000));
-    } else {
-      return false;
-    }
-  }
-  return i == argc && (cmd.mode == "both" || cmd.mode == "serve" ||
-                       (cmd.mode == "load" && cmd.server.port != 0));
-}
 
 std::vector<std::thread> run_threads(asio::io_context& ctx, std::size_t n) {
   std::vector<std::thread> threads;
@@ -381,6 +308,15 @@ std::vector<std::thread> run_threads(asio::io_context& ctx, std::size_t n) {
     threads.emplace_back([&ctx] { ctx.run(); });
   }
   return threads;
+}
+
+void print_policy(const server_options& options) {
+  std::printf("limit %zu per tenant, %zu may wait, %lld ms timeout", options.limit,
+              options.max_waiting, static_cast<long long>(options.acquire_timeout.count()));
+  for (const auto& [tenant, limit] : options.tiers) {
+    std::printf("; %s: %zu", tenant.c_str(), limit);
+  }
+  std::printf("\n");
 }
 
 int serve(const command_line& cmd) {
@@ -395,10 +331,8 @@ int serve(const command_line& cmd) {
   });
 
   const unsigned short port = server.local_endpoint().port();
-  std::printf(
-      "listening on http://127.0.0.1:%u (limit %zu per tenant, %zu may wait, %lld ms timeout)\n",
-      port, cmd.server.limit, cmd.server.max_waiting,
-      static_cast<long long>(cmd.server.acquire_timeout.count()));
+  std::printf("listening on http://127.0.0.1:%u: ", port);
+  print_policy(cmd.server);
   if (!cmd.port_file.empty()) {
     // Written whole, then renamed: a script polling for it never reads half a number.
     const std::string partial = cmd.port_file + ".partial";
@@ -434,11 +368,13 @@ int load(const command_line& cmd) {
   return print_load_table(report) ? 0 : 1;
 }
 
-// Server and load in one process: what the ctest test runs.
+// Server and load in one process: what the ctest test runs (args.txt).
 int both(const command_line& cmd) {
   asio::io_context server_ctx;
   http_server server(server_ctx, cmd.server);
   server.start();
+  std::printf("server: ");
+  print_policy(cmd.server);
   std::vector<std::thread> threads = run_threads(server_ctx, cmd.server.threads);
 
   command_line client = cmd;
@@ -466,10 +402,12 @@ int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // line by line, also into a pipe
   command_line cmd;
   try {
-    if (!parse(argc, argv, cmd)) {
-      std::fprintf(stderr, "usage: see the comment at the top of examples/http_server/main.cpp\n");
-      return 2;
-    }
+    cmd = parse_command_line(argc, argv);
+  } catch (const std::invalid_argument& e) {
+    std::fprintf(stderr, "error: %s\n%s", e.what(), usage());
+    return 2;
+  }
+  try {
     return cmd.mode == "serve" ? serve(cmd) : cmd.mode == "load" ? load(cmd) : both(cmd);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
