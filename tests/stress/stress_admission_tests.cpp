@@ -460,7 +460,7 @@ TEST_CASE("admission stress: four threads hammering one key never put more than 
 // ---------------------------------------------------------------------------
 
 asio::awaitable<void> churn_worker(keyed_semaphore& sem, const std::vector<std::string>& keys,
-                                   holder_board& holders, violations& log, tally& ops,
+                                   holder_board& holders, [[maybe_unused]] violations& log, tally& ops,
                                    std::uint64_t seed, std::size_t iterations) {
   std::mt19937_64 rng(seed);
   const auto ex = co_await asio::this_coro::executor;
