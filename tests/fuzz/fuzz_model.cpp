@@ -5,11 +5,14 @@
 // sanitizer reports are caught by libFuzzer as usual.
 //
 // Byte layout (every input decodes to some sequence):
-//   [0] keys-1 (mod 4)   [1] limit-1 (mod 4)   [2] shards: 1 << (b % 3)
+//   [0] keys-1 (mod 4)   [1] limit-1 (mod 4)
+//   [2] shards: 1 << (b % 3); max_waiters_per_key: (b / 3) % 5 -> 0, 1, 2,
+//       else unbounded
 //   then 4 bytes per step, at most 256 steps:
-//   [0] kind (mod 14)
+//   [0] kind (mod 16: the order of keysem::model::kind, set_limit and
+//       reset_limit last)
 //   [1] key (low 2 bits mod keys), count (high nibble: 14 -> limit+1,
-//       15 -> 0, else 1 + x % limit)
+//       15 -> 0, else 1 + x % limit; set_limit: 1 + x % (limit + 1))
 //   [2] token (low nibble mod 9), signal type (bits 4-6 mod 5), cancellable (bit 7)
 //   [3] handler action (low 3 bits), its key / target (high bits)
 #include "../model/checker.hpp"
@@ -31,13 +34,16 @@ sequence decode(const std::uint8_t* data, std::size_t size) {
   seq.cfg.keys = 1 + data[0] % 4;
   seq.cfg.limit = 1 + data[1] % 4;
   seq.cfg.shards = 1 << (data[2] % 3);
+  const int bound = (data[2] / 3) % 5;
+  seq.cfg.max_waiters = bound < 3 ? bound : -1;
   for (std::size_t i = 3; i + 4 <= size && seq.steps.size() < 256; i += 4) {
     const std::uint8_t* b = data + i;
     step s;
-    s.what = static_cast<kind>(b[0] % 14);
+    s.what = static_cast<kind>(b[0] % kind_count);
     s.key = (b[1] & 3) % seq.cfg.keys;
     const int count = b[1] >> 4;
     s.n = count == 15 ? 0 : count == 14 ? seq.cfg.limit + 1 : 1 + count % seq.cfg.limit;
+    if (s.what == kind::set_limit) s.n = 1 + count % (seq.cfg.limit + 1);
     s.tok = static_cast<token>((b[2] & 0x0F) % 9);
     if (s.what == kind::acquire && s.tok == token::deferred) s.tok = token::callback;
     s.type = static_cast<sig>(((b[2] >> 4) & 7) % 5);

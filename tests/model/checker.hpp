@@ -48,6 +48,16 @@ inline std::string show(const std::vector<std::pair<int, int>>& v) {
   return out.str();
 }
 
+inline std::string show(const stats_view& s) {
+  std::ostringstream out;
+  out << "{granted_immediately " << s.granted_immediately << ", granted_after_wait " << s.granted_after_wait
+      << ", try_failed " << s.try_failed << ", cancelled " << s.cancelled << ", timed_out " << s.timed_out
+      << ", rejected_queue_full " << s.rejected_queue_full << ", rejected_closed " << s.rejected_closed
+      << ", invalid_argument " << s.invalid_argument << ", keys " << s.keys << ", waiting " << s.waiting
+      << ", in_use " << s.in_use << "}";
+  return out.str();
+}
+
 inline std::string show(const op_view& v) {
   std::string s = name(v.f);
   if (v.f == fate::completed) s += std::string("(") + name(v.ec) + "," + std::to_string(v.count) + ")";
@@ -64,6 +74,8 @@ inline std::string compare(const observation& m, const observation& r) {
     if (m.available != r.available)
       out << "available: model " << show(m.available) << ", real " << show(r.available) << "; ";
     if (m.waiting != r.waiting) out << "waiting: model " << show(m.waiting) << ", real " << show(r.waiting) << "; ";
+    if (m.limit != r.limit) out << "limit: model " << show(m.limit) << ", real " << show(r.limit) << "; ";
+    if (!(m.stats == r.stats)) out << "stats: model " << show(m.stats) << ", real " << show(r.stats) << "; ";
   }
   if (m.ops.size() != r.ops.size()) {
     out << "op count: model " << m.ops.size() << ", real " << r.ops.size() << "; ";
@@ -274,6 +286,14 @@ inline sequence shrink(sequence seq, const std::function<bool(const sequence&)>&
       }
     }
     // Simplify the configuration.
+    if (seq.cfg.max_waiters >= 0) {
+      sequence candidate = seq;
+      candidate.cfg.max_waiters = -1;
+      if (attempt(candidate)) {
+        seq = std::move(candidate);
+        progress = true;
+      }
+    }
     for (int shards : {1, 2}) {
       if (shards < seq.cfg.shards) {
         sequence candidate = seq;

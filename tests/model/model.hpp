@@ -27,6 +27,16 @@
 //      strand's waiting jobs, then its ready jobs, destroyed unrun), then the
 //      scheduler (queued handlers destroyed unrun).
 //
+// Admission (grant, queue, queue_full, invalid; a waiter granted, left
+// waiting or failed by a lowered limit) is not re-derived here: the model
+// builds the library's key word from its own counts (held, waiters, drain,
+// limit change) and asks keysem::detail::key_word (admit, try_admit,
+// released, limit_changed, serve_head, granted_from_queue), so a change of
+// the rule changes one place. What the model owns is everything around it:
+// which job runs the rule when, per-key limits (set_limit / reset_limit
+// overrides, live or not), the FIFO queue, and semaphore_stats, counted when
+// the semaphore decides an outcome.
+//
 // One order is left open by the contract: a close/destroy job completes the
 // queued ops of every key of its shard, FIFO within a key, keys in an
 // unspecified order (the table's). The model does not guess it: the real
@@ -39,6 +49,8 @@
 
 #include "sequence.hpp"
 
+#include <keysem/detail/key_word.hpp>
+
 #include <algorithm>
 #include <cstdint>
 #include <deque>
@@ -50,7 +62,7 @@
 
 namespace keysem::model {
 
-enum class ec_kind : std::uint8_t { ok, closed, aborted, invalid };
+enum class ec_kind : std::uint8_t { ok, closed, aborted, invalid, queue_full };
 
 inline const char* name(ec_kind e) {
   switch (e) {
@@ -58,6 +70,7 @@ inline const char* name(ec_kind e) {
     case ec_kind::closed: return "closed";
     case ec_kind::aborted: return "operation_aborted";
     case ec_kind::invalid: return "invalid_argument";
+    case ec_kind::queue_full: return "queue_full";
   }
   return "?";
 }
@@ -89,11 +102,23 @@ struct op_view {
   bool operator==(const op_view&) const = default;
 };
 
+// semaphore_stats, field by field (the checker compares them after every
+// step). The model counts an outcome when the semaphore decides it, as the
+// library does: once the executors have run everything posted, every
+// completed acquire and every try_acquire is in exactly one counter.
+struct stats_view {
+  std::uint64_t granted_immediately = 0, granted_after_wait = 0, try_failed = 0, cancelled = 0, timed_out = 0,
+                rejected_queue_full = 0, rejected_closed = 0, invalid_argument = 0;
+  std::size_t keys = 0, waiting = 0, in_use = 0;
+  bool operator==(const stats_view&) const = default;
+};
+
 struct observation {
   bool sem_alive = false;
   bool closed = false;
   std::size_t key_count = 0;
-  std::vector<std::size_t> in_use, available, waiting;
+  std::vector<std::size_t> in_use, available, waiting, limit;
+  stats_view stats;
   std::vector<op_view> ops;
   std::vector<std::pair<int, int>> table;  // (key, count) of every permit the driver holds
 };
@@ -153,7 +178,11 @@ class model {
       case kind::try_acquire:
       case kind::close:
       case kind::destroy_sem:
+      case kind::reset_limit:
         r.skip = !sem_alive_;
+        break;
+      case kind::set_limit:
+        r.skip = !sem_alive_ || s.n <= 0;
         break;
       case kind::release:
         r.skip = table_.empty();
@@ -228,6 +257,12 @@ class model {
       case kind::destroy_ctx2:
         destroy_context1();
         return -1;
+      case kind::set_limit:
+        set_limit(s.key, s.n);
+        return -1;
+      case kind::reset_limit:
+        set_limit(s.key, 0);
+        return -1;
     }
     return -1;
   }
@@ -294,9 +329,17 @@ class model {
       for (int k = 0; k < cfg_.keys; ++k) {
         const key_state* ks = find(k);
         const int held = ks ? ks->held : 0;
+        const int limit = key_limit(k);
         obs.in_use.push_back(static_cast<std::size_t>(held));
-        obs.available.push_back(static_cast<std::size_t>(cfg_.limit - held));
+        obs.available.push_back(static_cast<std::size_t>(held < limit ? limit - held : 0));
         obs.waiting.push_back(static_cast<std::size_t>(ks ? ks->waiters : 0));
+        obs.limit.push_back(static_cast<std::size_t>(limit));
+      }
+      obs.stats = counts_;
+      obs.stats.keys = obs.key_count;
+      for (const auto& [k, ks] : keys_) {
+        obs.stats.waiting += static_cast<std::size_t>(ks.waiters);
+        obs.stats.in_use += static_cast<std::size_t>(ks.held);
       }
     }
     for (const op& o : ops_) {
@@ -317,7 +360,9 @@ class model {
   // a bug in the model, not in keysem).
   std::string self_check() const {
     for (const auto& [k, ks] : keys_) {
-      if (ks.held < 0 || ks.held > cfg_.limit) return "model: held out of range on key " + std::to_string(k);
+      // (a lowered limit may leave more held than it allows)
+      if (ks.held < 0) return "model: negative held on key " + std::to_string(k);
+      if (ks.limit_changed && !ks.drain) return "model: limit change without a drain on key " + std::to_string(k);
       if (ks.waiters < 0) return "model: negative waiters on key " + std::to_string(k);
       if (static_cast<int>(ks.queue.size()) > ks.waiters) return "model: queue longer than waiters";
     }
@@ -333,6 +378,7 @@ class model {
     int held = 0;
     int waiters = 0;  // registered: queued, about to be queued, or cancelled and not yet removed
     bool drain = false;
+    bool limit_changed = false;  // the next grant pass first fails waiters above the limit
     std::deque<int> queue;  // op ids, strand order
     bool exists() const { return held != 0 || waiters != 0 || drain; }
   };
@@ -405,6 +451,36 @@ class model {
   // Helpers
   // ------------------------------------------------------------------------
   int shard_of(int key) const { return key % shards_; }
+
+  // The limit in force: the override, else permits_per_key (a live key's
+  // limit always equals it: set_limit updates both).
+  int key_limit(int k) const {
+    auto it = overrides_.find(k);
+    return it == overrides_.end() ? cfg_.limit : it->second;
+  }
+
+  // The model's own counts as the library's word, so the admission rule is
+  // the library's pure state machine (keysem::detail::key_word), not a copy.
+  static std::uint64_t word_of(const key_state* ks) {
+    namespace kw = keysem::detail::key_word;
+    if (ks == nullptr) return 0;
+    return static_cast<std::uint64_t>(ks->held) | static_cast<std::uint64_t>(ks->waiters) * kw::one_waiter |
+           (ks->drain ? kw::drain_bit : 0) | (ks->limit_changed ? kw::limit_changed_bit : 0);
+  }
+  keysem::detail::key_word::policy policy_of(int k) const {
+    return {static_cast<std::uint64_t>(key_limit(k)),
+            cfg_.max_waiters < 0 ? ~std::uint64_t{0} : static_cast<std::uint64_t>(cfg_.max_waiters)};
+  }
+  // Applies a verdict of admit/try_admit to the model's counts, through the
+  // library's apply() (the key's state is created only when granted).
+  void apply_verdict(int k, int n, keysem::detail::key_word::verdict v) {
+    namespace kw = keysem::detail::key_word;
+    if (v != kw::verdict::granted && v != kw::verdict::queued) return;
+    key_state& ks = keys_[k];
+    const std::uint64_t next = kw::apply(word_of(&ks), static_cast<std::uint64_t>(n), v);
+    ks.held = static_cast<int>(kw::held(next));
+    ks.waiters = static_cast<int>(kw::waiters(next));
+  }
   static bool is_coroutine(token t) { return t == token::coro || t == token::awaitable; }
   int user_strand() const { return shards_; }
 
@@ -673,8 +749,20 @@ class model {
     o.linked = false;
   }
 
+  // The semaphore counts an outcome when it decides it (semaphore_stats).
+  void count(ec_kind ec, bool waited) {
+    switch (ec) {
+      case ec_kind::ok: ++(waited ? counts_.granted_after_wait : counts_.granted_immediately); break;
+      case ec_kind::closed: ++counts_.rejected_closed; break;
+      case ec_kind::aborted: ++counts_.cancelled; break;
+      case ec_kind::invalid: ++counts_.invalid_argument; break;
+      case ec_kind::queue_full: ++counts_.rejected_queue_full; break;
+    }
+  }
+
   // The op's result travels to its handler's executor.
   void deliver(op& o, ec_kind ec, int granted) {
+    count(ec, o.has_waiter);
     o.posted = true;
     o.ec = ec;
     o.granted = granted;
@@ -711,22 +799,48 @@ class model {
     reclaim_if_idle(o.key);
   }
 
-  // FIFO, head-of-line: the first waiting op that does not fit stops the
-  // scan; cancelled ops are skipped until their cancel job removes them.
+  // A grant pass (enqueue, drain, cancel jobs). A limit change pending on
+  // the key is consumed first, even on a stopped semaphore; then, if the
+  // limit changed, every live waiter above the new limit fails with
+  // invalid_argument, wherever it is in the queue. Then FIFO, head-of-line,
+  // as key_word::serve_head decides: the first live waiter that does not fit
+  // stops the scan; cancelled ops are skipped until their cancel job
+  // removes them.
   void grant_waiters(int k) {
+    namespace kw = keysem::detail::key_word;
+    key_state& ks = keys_.at(k);
+    const bool changed = std::exchange(ks.limit_changed, false);
     if (stop_ != stop_state::open) {
       return;
     }
-    key_state& ks = keys_.at(k);
+    const auto limit = static_cast<std::uint64_t>(key_limit(k));
+    if (changed) {
+      const std::deque<int> snapshot = ks.queue;
+      for (int id : snapshot) {
+        op& o = ops_[static_cast<std::size_t>(id)];
+        if (o.st != status::waiting || static_cast<std::uint64_t>(o.n) <= limit) continue;
+        o.st = status::claimed;
+        erase_from_queue(ks, o);
+        ks.waiters = static_cast<int>(kw::waiters(kw::left_queue(word_of(&ks))));
+        deliver(o, ec_kind::invalid, 0);
+      }
+    }
     const std::deque<int> snapshot = ks.queue;
     for (int id : snapshot) {
       op& o = ops_[static_cast<std::size_t>(id)];
       if (o.st == status::cancelled) continue;
-      if (ks.held + o.n > cfg_.limit) break;
+      const kw::head_action action = kw::serve_head(word_of(&ks), static_cast<std::uint64_t>(o.n), limit);
+      if (action == kw::head_action::wait) break;
       o.st = status::claimed;
       erase_from_queue(ks, o);
-      ks.held += o.n;
-      --ks.waiters;
+      if (action == kw::head_action::fail) {
+        ks.waiters = static_cast<int>(kw::waiters(kw::left_queue(word_of(&ks))));
+        deliver(o, ec_kind::invalid, 0);
+        continue;
+      }
+      const std::uint64_t next = kw::granted_from_queue(word_of(&ks), static_cast<std::uint64_t>(o.n));
+      ks.held = static_cast<int>(kw::held(next));
+      ks.waiters = static_cast<int>(kw::waiters(next));
       deliver(o, ec_kind::ok, o.n);
     }
   }
@@ -775,6 +889,7 @@ class model {
         o.posted = true;
         o.ec = ec;
         o.granted = 0;
+        count(ec, true);
         const int d = o.tok == token::ctx2 ? 1 : o.tok == token::strand ? 2 : o.tok == token::future ? -1 : 0;
         if (d >= 0) {
           (o.tok == token::detached ? g.silent[d] : g.ops[d][k]).push_back(id);
@@ -810,7 +925,10 @@ class model {
 
   void schedule_drain(int k) {
     if (detached_) {
+      // The drain job cannot be posted: it gives back its bit, and the limit
+      // change that only a grant pass would consume.
       keys_.at(k).drain = false;
+      keys_.at(k).limit_changed = false;
       reclaim_if_idle(k);
       return;
     }
@@ -818,15 +936,35 @@ class model {
   }
 
   void release(int k, int n) {
+    namespace kw = keysem::detail::key_word;
     key_state& ks = keys_.at(k);
-    ks.held -= n;
-    bool newly = false;
-    if (ks.waiters != 0 && !ks.drain) {
-      ks.drain = true;
-      newly = true;
-    }
+    const std::uint64_t before = word_of(&ks);
+    const std::uint64_t after = kw::released(before, static_cast<std::uint64_t>(n));
+    ks.held = static_cast<int>(kw::held(after));
+    ks.drain = kw::drain_scheduled(after);
+    const bool newly = !kw::drain_scheduled(before) && kw::drain_scheduled(after);
     reclaim_if_idle(k);
     if (newly) schedule_drain(k);
+  }
+
+  // set_limit(k, n), or reset_limit(k) for n == 0: the override changes at
+  // once; a live key with waiters gets a limit change and, unless one is
+  // already pending, a drain job (posted after the shard's lock is released,
+  // dispatched like a release's).
+  void set_limit(int k, int n) {
+    namespace kw = keysem::detail::key_word;
+    if (n > 0) {
+      overrides_[k] = n;
+    } else {
+      overrides_.erase(k);
+    }
+    key_state* ks = find(k);
+    if (ks == nullptr) return;
+    const std::uint64_t before = word_of(ks);
+    const std::uint64_t after = kw::limit_changed(before);
+    ks->drain = kw::drain_scheduled(after);
+    ks->limit_changed = (after & kw::limit_changed_bit) != 0;
+    if (!kw::drain_scheduled(before) && kw::drain_scheduled(after)) schedule_drain(k);
   }
 
   // ------------------------------------------------------------------------
@@ -855,20 +993,27 @@ class model {
   }
 
   void initiate(int id) {
+    namespace kw = keysem::detail::key_word;
     op& o = ops_[static_cast<std::size_t>(id)];
-    if (o.n <= 0 || o.n > cfg_.limit) return deliver(o, ec_kind::invalid, 0);
-    if (const ec_kind ec = stop_error(); ec != ec_kind::ok) return deliver(o, ec, 0);
-    if (detached_) return deliver(o, ec_kind::aborted, 0);
-    key_state& ks = keys_[o.key];
-    const bool created = !ks.exists();
-    if (created || (ks.waiters == 0 && ks.held + o.n <= cfg_.limit)) {
-      ks.held += o.n;
-      return deliver(o, ec_kind::ok, o.n);
+    const bool unfit = o.n <= 0 || o.n > key_limit(o.key);
+    if (const ec_kind ec = stop_error(); ec != ec_kind::ok) return deliver(o, unfit ? ec_kind::invalid : ec, 0);
+    if (detached_) return deliver(o, unfit ? ec_kind::invalid : ec_kind::aborted, 0);
+    if (o.n <= 0) return deliver(o, ec_kind::invalid, 0);
+    const kw::verdict v = kw::admit(word_of(find(o.key)), static_cast<std::uint64_t>(o.n), policy_of(o.key));
+    apply_verdict(o.key, o.n, v);
+    switch (v) {
+      case kw::verdict::granted:
+        return deliver(o, ec_kind::ok, o.n);
+      case kw::verdict::queued:
+        o.has_waiter = true;
+        o.st = status::waiting;
+        strand_execute(shard_of(o.key), {job_kind::enqueue, id}, false);
+        return;
+      case kw::verdict::queue_full:
+        return deliver(o, ec_kind::queue_full, 0);  // posted, never inline
+      default:
+        return deliver(o, ec_kind::invalid, 0);
     }
-    ++ks.waiters;
-    o.has_waiter = true;
-    o.st = status::waiting;
-    strand_execute(shard_of(o.key), {job_kind::enqueue, id}, false);
   }
 
   void coro_start(int id) {
@@ -886,24 +1031,28 @@ class model {
       // The token-less awaitable decides synchronously what it can: a bad
       // count or a stopped semaphore throws, free permits are taken; none of
       // it posts. Only a wait goes through the asynchronous operation.
+      namespace kw = keysem::detail::key_word;
       ec_kind ec = ec_kind::ok;
       int taken = 0;
-      if (o.n <= 0 || o.n > cfg_.limit) {
+      if (o.n <= 0) {
         ec = ec_kind::invalid;
       } else if (const ec_kind stopped = stop_error(); stopped != ec_kind::ok) {
-        ec = stopped;
+        ec = o.n > key_limit(o.key) ? ec_kind::invalid : stopped;
       } else {
-        key_state& ks = keys_[o.key];
-        const bool created = !ks.exists();
-        if (created || (ks.waiters == 0 && ks.held + o.n <= cfg_.limit)) {
-          ks.held += o.n;
-          taken = o.n;
-        } else {
-          reclaim_if_idle(o.key);
-          initiate(id);
+        const kw::verdict v =
+            kw::try_admit(word_of(find(o.key)), static_cast<std::uint64_t>(o.n), policy_of(o.key));
+        if (v == kw::verdict::busy) {
+          initiate(id);  // the asynchronous operation decides again
           return;
         }
+        apply_verdict(o.key, o.n, v);
+        if (v == kw::verdict::granted) {
+          taken = o.n;
+        } else {
+          ec = ec_kind::invalid;
+        }
       }
+      count(ec, false);
       o.ec = ec;
       o.granted = taken;
       invoke(id);
@@ -915,17 +1064,29 @@ class model {
   }
 
   int try_acquire(int k, int n) {
-    if (n <= 0 || n > cfg_.limit) return -1;
-    if (stop_ != stop_state::open) return 0;
-    key_state& ks = keys_[k];
-    const bool created = !ks.exists();
-    if (created || (ks.waiters == 0 && ks.held + n <= cfg_.limit)) {
-      ks.held += n;
-      table_.emplace_back(k, n);
-      return n;
+    namespace kw = keysem::detail::key_word;
+    if (n <= 0 || (stop_ != stop_state::open && n > key_limit(k))) {
+      ++counts_.invalid_argument;
+      return -1;
     }
-    reclaim_if_idle(k);
-    return 0;
+    if (stop_ != stop_state::open) {
+      ++counts_.rejected_closed;
+      return 0;
+    }
+    const kw::verdict v = kw::try_admit(word_of(find(k)), static_cast<std::uint64_t>(n), policy_of(k));
+    apply_verdict(k, n, v);
+    switch (v) {
+      case kw::verdict::granted:
+        ++counts_.granted_immediately;
+        table_.emplace_back(k, n);
+        return n;
+      case kw::verdict::busy:
+        ++counts_.try_failed;
+        return 0;
+      default:
+        ++counts_.invalid_argument;
+        return -1;
+    }
   }
 
   void emit(int id, sig type) {
@@ -1083,6 +1244,7 @@ class model {
       }
       case job_kind::drain:
         keys_.at(j.key).drain = false;
+        keys_.at(j.key).limit_changed = false;  // drop_drain
         reclaim_if_idle(j.key);
         break;
       case job_kind::abort:
@@ -1152,6 +1314,8 @@ class model {
   config cfg_;
   int shards_ = 1;
   std::map<int, key_state> keys_;
+  std::map<int, int> overrides_;  // set_limit's overrides, live key or not
+  stats_view counts_;
   std::vector<op> ops_;
   std::vector<std::pair<int, int>> table_;
   std::vector<deferred_op> deferred_;

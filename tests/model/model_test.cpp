@@ -171,13 +171,24 @@ TEST_CASE("model: replay KEYSEM_MODEL_REPLAY") {
 // ---------------------------------------------------------------------------
 
 TEST_CASE("model: key k lives on shard k % shards (the model's schedule depends on it)") {
+  // The calibrated hash tables (system.hpp) hold for every pair of keys.
+  for (int shards : {2, 4}) {
+    const std::size_t* values = calibrated_hashes(shards);
+    for (int a = 0; a < max_model_keys; ++a) {
+      for (int b = a + 1; b < max_model_keys; ++b) {
+        const bool same = a % shards == b % shards;
+        CHECK(calibration::same_shard(shards, values[a], values[b]) == same);
+        if (!same) CHECK(calibration::closes_first(shards, values[a], values[b]) == (a % shards < b % shards));
+      }
+    }
+  }
   // With two shards, keys 0 and 2 share a strand and keys 0 and 1 do not.
   // Two drains posted from outside the context: on one strand they run in
   // one invoker's batches (the second waits behind the first handler), on
   // two strands each has its own invoker.
   auto drains = [](int other) {
     boost::asio::io_context ctx;
-    semaphore sem(ctx, 1, semaphore_options{2});
+    semaphore sem(ctx, 1, semaphore_options{2}, model_hash{calibrated_hashes(2)});
     auto a = sem.try_acquire(0);
     auto b = sem.try_acquire(other);
     int done = 0;
@@ -239,6 +250,51 @@ acquire k=1 n=1 tok=ctx2 cancel=0 then=keep
 try k=1 n=1
 poll
 poll2
+)");
+  // Admission control. Raising a limit grants waiters through a drain job on
+  // the shard's strand, in FIFO order.
+  expect_passes(R"(keys=1 limit=1 shards=1
+try k=0 n=1
+acquire k=0 n=1 tok=callback cancel=0 then=keep
+acquire k=0 n=1 tok=strand cancel=0 then=keep
+poll
+set_limit k=0 n=3
+poll_one
+poll
+)");
+  // Lowering revokes nothing; a waiter above the new limit fails with
+  // invalid_argument at the next grant pass, the others keep waiting.
+  expect_passes(R"(keys=1 limit=3 shards=1
+try k=0 n=3
+acquire k=0 n=3 tok=callback cancel=0 then=keep
+acquire k=0 n=1 tok=callback cancel=0 then=keep
+poll
+set_limit k=0 n=2
+try k=0 n=1
+poll
+release target=0
+poll
+reset_limit k=0
+acquire k=0 n=3 tok=callback cancel=0 then=keep
+poll
+)");
+  // A bounded queue: queue_full, posted, never inline, whatever the token.
+  expect_passes(R"(keys=1 limit=1 shards=1 max_waiters=1
+try k=0 n=1
+acquire k=0 n=1 tok=callback cancel=1 then=keep
+acquire k=0 n=1 tok=ctx2 cancel=0 then=keep
+acquire k=0 n=1 tok=awaitable cancel=0 then=keep
+poll
+poll2
+cancel target=0 type=terminal
+acquire k=0 n=1 tok=tuple cancel=0 then=keep
+poll
+)");
+  expect_passes(R"(keys=2 limit=2 shards=2 max_waiters=0
+acquire k=1 n=2 tok=callback cancel=0 then=keep
+acquire k=1 n=1 tok=callback cancel=0 then=keep
+set_limit k=1 n=1
+poll
 )");
   // Destruction with granted-but-not-run handlers, then the context.
   expect_passes(R"(keys=1 limit=2 shards=1

@@ -62,7 +62,11 @@ enum class kind : std::uint8_t {
   poll_one2,
   destroy_ctx,  // destroys context 0 (and the user strand)
   destroy_ctx2,
+  set_limit,    // set_limit(key, n): n >= 1, may be above or below permits_per_key
+  reset_limit,  // reset_limit(key)
 };
+
+inline constexpr int kind_count = 16;
 
 struct handler_action {
   act what = act::keep;
@@ -87,6 +91,9 @@ struct config {
   int keys = 2;    // keys are the ints 0 .. keys-1
   int limit = 2;   // permits_per_key
   int shards = 1;  // semaphore_options::shards (1, 2 or 4); key k lives on shard k % shards
+  // semaphore_options::max_waiters_per_key: -1 for unbounded (the default),
+  // else 0, 1 or 2. Printed in the header only when bounded.
+  int max_waiters = -1;
 };
 
 struct sequence {
@@ -97,7 +104,19 @@ struct sequence {
 // --------------------------------------------------------------------------
 // Text form: one step per line, `key=value` fields. `print` and `parse` are
 // inverse; failures are reported in this form, and KEYSEM_MODEL_REPLAY
-// (a file) runs one back.
+// (a file) runs one back. `#` starts a comment.
+//
+//   keys=K limit=L shards=S [max_waiters=W]     the header (W: 0, 1 or 2;
+//                                               absent: unbounded)
+//   acquire k= n= tok= cancel=0|1 then=ACTION
+//   defer k= n=              launch target= cancel= then=
+//   try k= n=                release target=        cancel target= type=
+//   set_limit k= n=          reset_limit k=
+//   close  destroy_sem  poll  poll_one  poll2  poll_one2  destroy_ctx  destroy_ctx2
+//
+// ACTION is keep, drop, release_oldest, acquire:K:N, try:K:N,
+// cancel:TARGET:TYPE, close or destroy_sem. Files written before
+// set_limit/reset_limit/max_waiters existed replay unchanged.
 // --------------------------------------------------------------------------
 
 inline const char* name(token t) {
@@ -157,6 +176,8 @@ inline const char* name(kind k) {
     case kind::poll_one2: return "poll_one2";
     case kind::destroy_ctx: return "destroy_ctx";
     case kind::destroy_ctx2: return "destroy_ctx2";
+    case kind::set_limit: return "set_limit";
+    case kind::reset_limit: return "reset_limit";
   }
   return "?";
 }
@@ -192,7 +213,11 @@ inline std::string print(const step& s) {
       out << " target=" << s.target << " cancel=" << s.cancellable << " then=" << print_action(s.then);
       break;
     case kind::try_acquire:
+    case kind::set_limit:
       out << " k=" << s.key << " n=" << s.n;
+      break;
+    case kind::reset_limit:
+      out << " k=" << s.key;
       break;
     case kind::release:
       out << " target=" << s.target;
@@ -208,7 +233,9 @@ inline std::string print(const step& s) {
 
 inline std::string print(const sequence& seq) {
   std::ostringstream out;
-  out << "keys=" << seq.cfg.keys << " limit=" << seq.cfg.limit << " shards=" << seq.cfg.shards << "\n";
+  out << "keys=" << seq.cfg.keys << " limit=" << seq.cfg.limit << " shards=" << seq.cfg.shards;
+  if (seq.cfg.max_waiters >= 0) out << " max_waiters=" << seq.cfg.max_waiters;
+  out << "\n";
   for (const step& s : seq.steps) {
     out << print(s) << "\n";
   }
@@ -261,7 +288,7 @@ inline step parse_step(std::string_view line) {
   std::string word;
   in >> word;
   step s;
-  s.what = detail::parse_enum<kind>(word, 14);
+  s.what = detail::parse_enum<kind>(word, kind_count);
   while (in >> word) {
     const auto eq = word.find('=');
     if (eq == std::string::npos) {
@@ -303,6 +330,7 @@ inline sequence parse(std::string_view text) {
         if (key == "keys") seq.cfg.keys = value;
         else if (key == "limit") seq.cfg.limit = value;
         else if (key == "shards") seq.cfg.shards = value;
+        else if (key == "max_waiters") seq.cfg.max_waiters = value;
         else if (key == "avoid_known_bugs") (void)value;  // older replay files: no longer used
         else throw std::invalid_argument("model: unknown header field '" + key + "'");
       }
@@ -363,6 +391,9 @@ struct generator_options {
   int poll_divisor = 1;
   // Append a destroy_ctx step: every sequence ends with context 0 dying.
   bool end_with_context_death = false;
+  // Admission control: set_limit / reset_limit steps, and a bounded
+  // max_waiters_per_key in some sequences.
+  bool admission = true;
 };
 
 inline int random_count(rng& r, int limit) {
@@ -408,10 +439,12 @@ inline sequence generate(std::uint64_t seed, const generator_options& options = 
   seq.cfg.keys = 1 + r.below(options.max_keys);
   seq.cfg.limit = 1 + r.below(options.max_limit);
   seq.cfg.shards = options.multi_shard ? (1 << r.below(3)) : 1;
+  if (options.admission && r.chance(30)) seq.cfg.max_waiters = r.below(3);
   const int count = options.min_steps + r.below(options.max_steps - options.min_steps + 1);
-  //                     acq def lau try rel can clo des pol p1 pl2 p12 dc dc2
-  int weights[] = {26, 2, 3, 8, 13, 9, 1, 1, 9, 16, 2, 4, 1, 1};
+  //                     acq def lau try rel can clo des pol p1 pl2 p12 dc dc2 set rst
+  int weights[] = {26, 2, 3, 8, 13, 9, 1, 1, 9, 16, 2, 4, 1, 1, 3, 2};
   for (int k : {8, 9, 10, 11}) weights[k] = std::max(1, weights[k] / std::max(1, options.poll_divisor));
+  if (!options.admission) weights[14] = weights[15] = 0;
   for (int i = 0; i < count; ++i) {
     step s;
     s.what = static_cast<kind>(weighted(r, weights));
@@ -422,6 +455,7 @@ inline sequence generate(std::uint64_t seed, const generator_options& options = 
     }
     s.key = r.below(seq.cfg.keys);
     s.n = random_count(r, seq.cfg.limit);
+    if (s.what == kind::set_limit) s.n = 1 + r.below(seq.cfg.limit + 1);
     static constexpr int token_weights[] = {28, 7, 11, 10, 8, 9, future_weight, 5, 9};
     s.tok = static_cast<token>(weighted(r, token_weights));
     s.cancellable = r.chance(55);

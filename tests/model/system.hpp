@@ -38,25 +38,113 @@ namespace keysem::model {
 namespace asio = boost::asio;
 using error_code = boost::system::error_code;
 
-// Puts key k on shard k % shards: the semaphore picks a shard from bits
-// 24.. of an avalanching hash (docs/design.md, "The pieces"); the other bits
-// are mixed so the shard's table still spreads. A self-check test
-// (model_test.cpp) fails loudly if that mapping ever changes.
+// The model puts key k on shard k % shards and numbers shards in the order
+// close() reaches them. Rather than knowing which hash bits pick a shard (a
+// private detail of the library), the checker *measures* it once per shard
+// count, through documented behaviour only: the semaphore's hasher is a
+// table (key -> hash value), and a calibration (calibrated_hashes below)
+// searches hash values until keys 0..max_model_keys-1 land as the model
+// assumes. Any hasher is valid for the library (not declared avalanching,
+// so the library mixes the values itself).
+inline constexpr int max_model_keys = 4;
+
 struct model_hash {
-  using is_avalanching = void;
+  const std::size_t* values = nullptr;  // max_model_keys entries; null: the identity
   std::size_t operator()(int key) const noexcept {
-    std::uint64_t z = static_cast<std::uint64_t>(static_cast<std::uint32_t>(key)) + 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    z &= ~(std::uint64_t{0xFF} << 24);
-    z |= (static_cast<std::uint64_t>(static_cast<std::uint32_t>(key)) & 0xFF) << 24;
-    return static_cast<std::size_t>(z);
+    return values != nullptr && key >= 0 && key < max_model_keys ? values[key] : static_cast<std::size_t>(key);
   }
 };
 
 using semaphore = async_keyed_semaphore<int, model_hash>;
 using permit = semaphore::permit;
+
+namespace calibration {
+
+// A semaphore of `shards` shards where key 0 hashes to a and key 1 to b.
+struct probe {
+  std::size_t values[max_model_keys] = {};
+  asio::io_context ctx;
+  semaphore sem;
+  probe(int shards, std::size_t a, std::size_t b)
+      : values{a, b}, sem(ctx, 1, semaphore_options{static_cast<std::size_t>(shards)}, model_hash{values}) {}
+};
+
+// Whether keys hashing to a and b share a shard (hence a strand): with a
+// waiter on each and both drains posted from outside the context, one
+// strand runs the second drain only after the first grant's handler, two
+// strands run it before.
+inline bool same_shard(int shards, std::size_t a, std::size_t b) {
+  probe p(shards, a, b);
+  auto x = p.sem.try_acquire(0);
+  auto y = p.sem.try_acquire(1);
+  p.sem.acquire(0, [](boost::system::error_code, permit) {});
+  p.sem.acquire(1, [](boost::system::error_code, permit) {});
+  p.ctx.poll();
+  p.ctx.restart();
+  x->release();
+  y->release();
+  p.ctx.poll_one();  // the first strand's invoker: grants key 0
+  p.ctx.poll_one();  // same strand: key 0's handler; two strands: the second invoker
+  return p.sem.waiting(1) == 1;
+}
+
+// For keys on different shards: whether close() reaches a's shard first (the
+// completions of its queued ops are posted in shard order).
+inline bool closes_first(int shards, std::size_t a, std::size_t b) {
+  probe p(shards, a, b);
+  auto x = p.sem.try_acquire(0);
+  auto y = p.sem.try_acquire(1);
+  int first = -1;
+  p.sem.acquire(0, [&](boost::system::error_code, permit) { if (first < 0) first = 0; });
+  p.sem.acquire(1, [&](boost::system::error_code, permit) { if (first < 0) first = 1; });
+  p.ctx.poll();
+  p.sem.close();
+  p.ctx.restart();
+  p.ctx.poll();
+  return first == 0;
+}
+
+// Hash values for keys 0..max_model_keys-1 such that key k is on the k % shards'th
+// shard in close() order; shards is 1, 2 or 4. Throws if none is found.
+inline std::vector<std::size_t> search(int shards) {
+  std::vector<std::size_t> found;
+  std::size_t candidate = 0;
+  for (int k = 0; k < max_model_keys; ++k) {
+    for (int tries = 0;; ++tries, ++candidate) {
+      if (tries > 10000) throw std::runtime_error("model: shard calibration failed");
+      bool fits = true;
+      for (int j = 0; j < k && fits; ++j) {
+        const bool same = j % shards == k % shards;
+        const std::size_t other = found[static_cast<std::size_t>(j)];
+        if (same_shard(shards, candidate, other) != same) {
+          fits = false;
+        } else if (!same && closes_first(shards, other, candidate) != (j % shards < k % shards)) {
+          fits = false;
+        }
+      }
+      if (fits) break;
+    }
+    found.push_back(candidate++);
+  }
+  return found;
+}
+
+}  // namespace calibration
+
+// The calibrated table for a shard count, measured on first use.
+inline const std::size_t* calibrated_hashes(int shards) {
+  if (shards <= 1) return nullptr;
+  static const std::vector<std::size_t> two = calibration::search(2);
+  static const std::vector<std::size_t> four = calibration::search(4);
+  return shards == 2 ? two.data() : four.data();
+}
+
+inline semaphore_options options_of(const config& cfg) {
+  semaphore_options o;
+  o.shards = static_cast<std::size_t>(cfg.shards);
+  if (cfg.max_waiters >= 0) o.max_waiters_per_key = static_cast<std::size_t>(cfg.max_waiters);
+  return o;
+}
 
 struct alloc_counts {
   std::size_t allocations = 0;
@@ -89,6 +177,7 @@ inline ec_kind classify(const error_code& ec, std::string& problem) {
   if (ec == keysem::error::closed) return ec_kind::closed;
   if (ec == asio::error::operation_aborted) return ec_kind::aborted;
   if (ec == asio::error::invalid_argument) return ec_kind::invalid;
+  if (ec == keysem::error::queue_full) return ec_kind::queue_full;
   problem += "unexpected error " + ec.message() + "; ";
   return ec_kind::invalid;
 }
@@ -118,8 +207,8 @@ class system {
     ctx0_.emplace();
     ctx1_.emplace();
     strand_.emplace(asio::make_strand(*ctx0_));  // before the semaphore: see model.hpp
-    sem_ = std::make_unique<semaphore>(*ctx0_, static_cast<std::size_t>(cfg.limit),
-                                       semaphore_options{static_cast<std::size_t>(cfg.shards)});
+    sem_ = std::make_unique<semaphore>(*ctx0_, static_cast<std::size_t>(cfg.limit), options_of(cfg),
+                                       model_hash{calibrated_hashes(cfg.shards)});
   }
 
   system(const system&) = delete;
@@ -183,6 +272,12 @@ class system {
       case kind::destroy_ctx2:
         ctx1_.reset();
         return -1;
+      case kind::set_limit:
+        sem_->set_limit(s.key, static_cast<std::size_t>(s.n));
+        return -1;
+      case kind::reset_limit:
+        sem_->reset_limit(s.key);
+        return -1;
     }
     return -1;
   }
@@ -243,7 +338,12 @@ class system {
         obs.in_use.push_back(sem_->in_use(k));
         obs.available.push_back(sem_->available(k));
         obs.waiting.push_back(sem_->waiting(k));
+        obs.limit.push_back(sem_->limit(k));
       }
+      const semaphore_stats st = sem_->stats();
+      obs.stats = {st.granted_immediately, st.granted_after_wait, st.try_failed, st.cancelled, st.timed_out,
+                   st.rejected_queue_full, st.rejected_closed, st.invalid_argument, st.keys, st.waiting,
+                   st.in_use};
     }
     for (const real_op& o : ops_) {
       op_view v;
