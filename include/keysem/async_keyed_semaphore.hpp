@@ -3,6 +3,7 @@
 #define KEYSEM_ASYNC_KEYED_SEMAPHORE_HPP
 
 #include <keysem/detail/acquire_op.hpp>
+#include <keysem/detail/initiate_acquire.hpp>
 #include <keysem/detail/handler_work.hpp>
 #include <keysem/detail/key_word.hpp>
 #include <keysem/detail/semaphore_impl.hpp>
@@ -134,9 +135,8 @@ class async_keyed_semaphore {
                         semaphore_options options = {}, const hasher& hash = hasher(),
                         const key_equal& equal = key_equal())
       : executor_(ex),
-        max_waiting_(options.max_waiters_per_key),
         impl_(new impl_type(ex, checked_limit(permits_per_key), checked_shards(options.shards),
-                            hash, make_table_equal(equal))) {}
+                            options.max_waiters_per_key, hash, make_table_equal(equal))) {}
 
   /// Constructs a semaphore that uses `context.get_executor()`.
   // clang-format off
@@ -369,20 +369,14 @@ class async_keyed_semaphore {
     requires detail::lookup_key_for<K, Key, Hash, KeyEqual>
   std::optional<permit> try_acquire(const K& key, std::size_t n = 1) {
     // clang-format on
-    if (n == 0 || n > max_permits_per_key) {
-      impl_->count_early(boost::asio::error::invalid_argument);
-      throw_invalid_count();
-    }
-    if (impl_->is_stopped()) {
-      if (n > limit(key)) {  // a bad count is reported first, as on an open semaphore
-        impl_->count_early(boost::asio::error::invalid_argument);
+    if (const auto ec = detail::early_error(*impl_, key, n, false)) {
+      if (ec == boost::asio::error::invalid_argument) {
         throw_invalid_count();
       }
-      impl_->count_early(error::closed);
-      return std::nullopt;
+      return std::nullopt;  // closed
     }
     const auto count = static_cast<std::uint32_t>(n);
-    const auto result = admit(key, count, request::try_acquire);
+    const auto [result, shard] = impl_->admit(key, count, request::try_acquire);
     switch (result.verdict) {
       case detail::key_word::verdict::granted:
         return detail::permit_access::adopt(*result.state, count);
@@ -411,7 +405,7 @@ class async_keyed_semaphore {
     requires detail::lookup_key_for<K, Key, Hash, KeyEqual>
   std::size_t in_use(const K& key) const {
     // clang-format on
-    return detail::key_word::held(word_of(key));
+    return detail::key_word::held(impl_->word_of(key));
   }
 
   /// limit(key) - in_use(key), or 0 when a lowered limit left more permits
@@ -422,10 +416,8 @@ class async_keyed_semaphore {
     requires detail::lookup_key_for<K, Key, Hash, KeyEqual>
   std::size_t available(const K& key) const {
     // clang-format on
-    const std::size_t hash = impl_->hash(key);
-    auto& shard = impl_->shard_for(hash);
-    const std::size_t key_limit = shard.limit_of(key, hash, impl_->limit());
-    const std::size_t held = detail::key_word::held(word_of(key));
+    const std::size_t key_limit = impl_->limit_of(key);
+    const std::size_t held = detail::key_word::held(impl_->word_of(key));
     return held < key_limit ? key_limit - held : 0;
   }
 
@@ -436,8 +428,7 @@ class async_keyed_semaphore {
     requires detail::lookup_key_for<K, Key, Hash, KeyEqual>
   std::size_t limit(const K& key) const {
     // clang-format on
-    const std::size_t hash = impl_->hash(key);
-    return impl_->shard_for(hash).limit_of(key, hash, impl_->limit());
+    return impl_->limit_of(key);
   }
 
   /// Overrides the limit of `key` with `n` until reset_limit(key), whether or
@@ -456,16 +447,14 @@ class async_keyed_semaphore {
       throw std::invalid_argument(
           "keysem::async_keyed_semaphore::set_limit: n must be between 1 and max_permits_per_key");
     }
-    const std::size_t hash = impl_->hash(key);
-    impl_->shard_for(hash).set_limit(key, hash, static_cast<std::uint32_t>(n), impl_->limit());
+    impl_->set_limit(key, static_cast<std::uint32_t>(n));
   }
 
   /// Removes the override of `key`: its limit is permits_per_key() again,
   /// at once on a live key, with the effects described for set_limit(). No
   /// effect on a key without an override. Thread-safe.
   void reset_limit(const key_type& key) {
-    const std::size_t hash = impl_->hash(key);
-    impl_->shard_for(hash).set_limit(key, hash, 0, impl_->limit());
+    impl_->set_limit(key, 0);
   }
 
   /// Acquire operations on `key` that have not been granted yet: queued,
@@ -475,7 +464,7 @@ class async_keyed_semaphore {
     requires detail::lookup_key_for<K, Key, Hash, KeyEqual>
   std::size_t waiting(const K& key) const {
     // clang-format on
-    return detail::key_word::waiters(word_of(key));
+    return detail::key_word::waiters(impl_->word_of(key));
   }
 
   /// Keys that currently have state: holders, waiters, or a pending drain.
@@ -486,12 +475,7 @@ class async_keyed_semaphore {
   /// lock, so it costs O(live keys); the hot paths pay nothing for it: the
   /// counters are per shard, written under the shard's lock or by its
   /// strand. Thread-safe.
-  semaphore_stats stats() const {
-    semaphore_stats result;
-    impl_->add_early_counts(result);
-    impl_->for_each_shard([&result](const auto& shard) { shard.add_to(result); });
-    return result;
-  }
+  semaphore_stats stats() const { return impl_->stats(); }
 
   /// Calls `f(const key_type& key, keysem::key_usage usage)` for every live
   /// key (holders, waiters or a pending drain), shard by shard. Each shard's
@@ -501,57 +485,23 @@ class async_keyed_semaphore {
   /// copying a key) propagate. Thread-safe.
   template <class F>
   void for_each_key(F&& f) const {
-    impl_->for_each_shard([&f](const auto& shard) { shard.for_each_key(f); });
+    impl_->for_each_key(f);
   }
 
  private:
   using table_equal = detail::table_equal_t<Key, KeyEqual>;
   using impl_type = detail::semaphore_impl<Key, Hash, table_equal>;
-  using state_type = detail::key_state<Key>;
 
-  using clock = std::chrono::steady_clock;
+  using request = detail::admission_policy::kind;
+  using deadline_spec = detail::deadline_spec;
 
-  // When a timed acquire stops waiting, resolved when the operation is
-  // launched (a deferred acquire_for starts its clock then).
-  struct deadline_spec {
-    enum class kind { none, after, at } how = kind::none;
-    clock::duration timeout{};
-    clock::time_point at{};
-
-    clock::time_point resolve() const noexcept {
-      switch (how) {
-        case kind::after:
-          return clock::now() + timeout;
-        case kind::at:
-          return at;
-        default:
-          return detail::waiter_op::no_deadline;
-      }
-    }
-  };
-
-  // Timeouts beyond a century mean "no deadline": converting larger ones to
-  // steady_clock's nanoseconds, or adding them to now(), would overflow.
   template <class Rep, class Period>
   static deadline_spec after(std::chrono::duration<Rep, Period> timeout) {
-    constexpr std::chrono::hours forever(24 * 365 * 100);
-    if (timeout > forever) {
-      return {};
-    }
-    const auto bounded = timeout < std::chrono::duration<Rep, Period>::zero()
-                             ? clock::duration::zero()
-                             : std::chrono::ceil<clock::duration>(timeout);
-    return {deadline_spec::kind::after, bounded, {}};
+    return deadline_spec::after_(timeout);
   }
-
-  // Another clock's deadline becomes a steady_clock one by the time left.
   template <class Clock, class Duration>
   static deadline_spec at(std::chrono::time_point<Clock, Duration> deadline) {
-    if constexpr (std::is_same_v<Clock, clock>) {
-      return {deadline_spec::kind::at, {}, std::chrono::time_point_cast<clock::duration>(deadline)};
-    } else {
-      return after(deadline - Clock::now());
-    }
+    return deadline_spec::at_(deadline);
   }
 
   struct initiate_acquire {
@@ -564,7 +514,8 @@ class async_keyed_semaphore {
     void operator()(Handler&& handler, key_type key, std::size_t n,
                     deadline_spec deadline = {}) const {
       std::decay_t<Handler> owned(std::forward<Handler>(handler));
-      self->start_acquire(owned, std::move(key), n, deadline.resolve());
+      detail::acquire_starter<impl_type, Executor, Key>(*self->impl_, self->executor_)
+          .start(owned, std::move(key), n, deadline.resolve());
     }
   };
 
@@ -578,19 +529,11 @@ class async_keyed_semaphore {
       impl_->count_early(boost::asio::error::operation_aborted);
       throw_error(boost::asio::error::operation_aborted);
     }
-    if (n == 0 || n > max_permits_per_key) {
-      impl_->count_early(boost::asio::error::invalid_argument);
-      throw_error(boost::asio::error::invalid_argument);
-    }
-    if (auto ec = impl_->stop_error()) {
-      if (n > limit(key)) {
-        ec = boost::asio::error::invalid_argument;
-      }
-      impl_->count_early(ec);
+    if (const auto ec = detail::early_error(*impl_, key, n, false)) {
       throw_error(ec);
     }
     const auto count = static_cast<std::uint32_t>(n);
-    const auto first = admit(key, count, request::first_try);
+    const auto [first, shard] = impl_->admit(key, count, request::first_try);
     if (first.verdict == detail::key_word::verdict::granted) {
       co_return detail::permit_access::adopt(*first.state, count);
     }
@@ -602,15 +545,6 @@ class async_keyed_semaphore {
         initiate_acquire{this}, boost::asio::use_awaitable, std::move(key), n, deadline);
   }
 
-  using request = detail::admission_policy::kind;
-
-  template <class K>
-  auto admit(K&& key, std::uint32_t count, request kind) const {
-    const std::size_t hash = impl_->hash(key);
-    return impl_->shard_for(hash).admit(std::forward<K>(key), hash, count,
-                                        {impl_->limit(), max_waiting_, kind});
-  }
-
   [[noreturn]] static void throw_invalid_count() {
     throw std::invalid_argument(
         "keysem::async_keyed_semaphore::try_acquire: n must be between 1 and limit(key)");
@@ -618,99 +552,6 @@ class async_keyed_semaphore {
 
   [[noreturn]] static void throw_error(const boost::system::error_code& ec) {
     throw boost::system::system_error(ec, "keysem::async_keyed_semaphore::acquire");
-  }
-
-  template <class Handler>
-  void start_acquire(Handler& handler, key_type key, std::size_t n, clock::time_point deadline) {
-    if (n == 0 || n > max_permits_per_key) {
-      return complete_early(handler, boost::asio::error::invalid_argument);
-    }
-    if (const auto ec = impl_->stop_error()) {
-      return complete_early(handler, n > limit(key) ? boost::asio::error::invalid_argument : ec);
-    }
-    if (impl_->is_detached()) {
-      return complete_early(handler, n > limit(key) ? boost::asio::error::invalid_argument
-                                                     : boost::asio::error::operation_aborted);
-    }
-    const auto count = static_cast<std::uint32_t>(n);
-    const std::size_t hash = impl_->hash(key);
-    auto& shard = impl_->shard_for(hash);
-    const auto result =
-        shard.admit(std::move(key), hash, count, {impl_->limit(), max_waiting_, request::acquire});
-    switch (result.verdict) {
-      case detail::key_word::verdict::granted:
-        return post_result(handler, {}, detail::permit_access::adopt(*result.state, count));
-      case detail::key_word::verdict::queued:
-        return wait(handler, *result.state, count, shard, deadline);
-      case detail::key_word::verdict::queue_full:
-        return post_result(handler, error::queue_full, permit());
-      default:
-        return post_result(handler, boost::asio::error::invalid_argument, permit());
-    }
-  }
-
-  // Completes with ec before anything was taken. Once the semaphore's
-  // execution context is gone, a handler with an executor of its own still
-  // completes there; one that would complete on the dead context's executor
-  // cannot be completed at all, which the initiating call reports by
-  // throwing (the handler is destroyed, never invoked).
-  template <class Handler>
-  void complete_early(Handler& handler, const boost::system::error_code& ec) {
-    impl_->count_early(ec);
-    if (impl_->is_detached()) {
-      const auto ex = boost::asio::get_associated_executor(handler, executor_);
-      if constexpr (std::is_same_v<std::decay_t<decltype(ex)>, executor_type>) {
-        if (ex == executor_) {
-          throw boost::system::system_error(
-              ec, "keysem::async_keyed_semaphore::acquire: the execution context is gone");
-        }
-      }
-    }
-    post_result(handler, ec, permit());
-  }
-
-  // The word counts this acquire as a waiter: queue an op on the strand.
-  template <class Handler>
-  void wait(Handler& handler, state_type& state, std::uint32_t count, detail::shard_base& shard,
-            clock::time_point deadline) {
-    using op_type = detail::acquire_op<Key, Handler, Executor>;
-    op_type* op = nullptr;
-    try {
-      op = &op_type::create(handler, state, count, executor_);
-    } catch (...) {
-      state.cancel_waiter_reservation();
-      throw;
-    }
-    op->set_deadline(deadline);
-    // Before the enqueue job: a signal emitted after initiation then always
-    // reaches the strand after the op is queued.
-    try {
-      op->install_cancellation();
-    } catch (...) {
-      op->destroy();
-      state.cancel_waiter_reservation();
-      throw;
-    }
-    // An enqueue job that cannot be posted destroys the op and gives back its
-    // place in the word as it is destroyed.
-    shard.post_job(detail::enqueue_job(op), true);
-  }
-
-  // Completes without waiting; still through the handler's executor, never inline.
-  template <class Handler>
-  void post_result(Handler& handler, const boost::system::error_code& ec, permit p) {
-    auto ex = boost::asio::get_associated_executor(handler, executor_);
-    auto alloc = detail::operation_allocator(handler);
-    detail::post_to(ex, alloc, [h = std::move(handler), ec, p = std::move(p)]() mutable {
-      std::move(h)(ec, std::move(p));
-    });
-  }
-
-  template <class K>
-  std::uint64_t word_of(const K& key) const {
-    const std::size_t hash = impl_->hash(key);
-    return impl_->shard_for(hash).visit(
-        key, hash, [](const state_type* state) { return state ? state->word() : 0; });
   }
 
   static table_equal make_table_equal(const key_equal& equal) {
@@ -740,7 +581,6 @@ class async_keyed_semaphore {
   }
 
   executor_type executor_;
-  std::uint64_t max_waiting_;
   impl_type* impl_;  // deleted by its last shard reference, see core.hpp
 };
 

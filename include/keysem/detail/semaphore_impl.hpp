@@ -18,6 +18,7 @@
 #include <memory>
 #include <new>
 #include <type_traits>
+#include <utility>
 
 namespace keysem::detail {
 
@@ -63,9 +64,10 @@ class semaphore_impl final : public core_base {
   using shard_type = keyed_shard<Key, Hash, KeyEqual>;
 
   template <class Executor>
-  semaphore_impl(const Executor& ex, std::uint32_t limit, std::size_t shards, const Hash& hash,
-                 const KeyEqual& equal)
+  semaphore_impl(const Executor& ex, std::uint32_t limit, std::size_t shards,
+                 std::uint64_t max_waiting, const Hash& hash, const KeyEqual& equal)
       : core_base(limit),
+        max_waiting_(max_waiting),
         hash_(hash),
         count_(std::bit_ceil(shards == 0 ? default_shard_count() : shards)),
         shards_(std::allocator<shard_type>().allocate(count_)) {
@@ -89,10 +91,49 @@ class semaphore_impl final : public core_base {
 
   shard_type& shard_for(std::size_t hash) noexcept { return shards_[shard_index(hash)]; }
 
-  template <class F>
-  void for_each_shard(F&& f) const {
+  // A request on key, decided by its word under its shard's lock; the
+  // semaphore's policy goes down with it.
+  template <class K>
+  auto admit(K&& key, std::uint32_t n, admission_policy::kind request) {
+    const std::size_t h = hash(key);
+    shard_type& shard = shard_for(h);
+    return std::pair(shard.admit(std::forward<K>(key), h, n, {limit(), max_waiting_, request}),
+                     &shard);
+  }
+
+  template <class K>
+  std::uint32_t limit_of(const K& key) {
+    const std::size_t h = hash(key);
+    return shard_for(h).limit_of(key, h, limit());
+  }
+
+  // limit == 0 removes the key's override.
+  void set_limit(const Key& key, std::uint32_t key_limit) {
+    const std::size_t h = hash(key);
+    shard_for(h).set_limit(key, h, key_limit, limit());
+  }
+
+  // The key's word, 0 when it is not live.
+  template <class K>
+  std::uint64_t word_of(const K& key) {
+    const std::size_t h = hash(key);
+    return shard_for(h).visit(key, h,
+                              [](const key_state_base* state) { return state ? state->word() : 0; });
+  }
+
+  semaphore_stats stats() const {
+    semaphore_stats result;
+    add_early_counts(result);
     for (std::size_t i = 0; i < count_; ++i) {
-      f(static_cast<const shard_type&>(shards_[i]));
+      shards_[i].add_to(result);
+    }
+    return result;
+  }
+
+  template <class F>
+  void for_each_key(F& f) const {
+    for (std::size_t i = 0; i < count_; ++i) {
+      static_cast<const shard_type&>(shards_[i]).for_each_key(f);
     }
   }
 
@@ -121,6 +162,7 @@ class semaphore_impl final : public core_base {
   shard_base& shard_at(std::size_t index) noexcept override { return shards_[index]; }
   const shard_base& shard_at(std::size_t index) const noexcept override { return shards_[index]; }
 
+  std::uint64_t max_waiting_;
   [[no_unique_address]] Hash hash_;
   std::size_t count_;
   shard_type* shards_;

@@ -1,0 +1,183 @@
+// What an acquire does when it starts: its checks (written once for every
+// form), the immediate grant, or the op queued on the strand.
+#ifndef KEYSEM_DETAIL_INITIATE_ACQUIRE_HPP
+#define KEYSEM_DETAIL_INITIATE_ACQUIRE_HPP
+
+#include <keysem/detail/acquire_op.hpp>
+#include <keysem/detail/handler_work.hpp>
+#include <keysem/detail/key_word.hpp>
+#include <keysem/detail/waiter_op.hpp>
+#include <keysem/error.hpp>
+#include <keysem/permit.hpp>
+
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/error.hpp>
+#include <boost/system/error_code.hpp>
+#include <boost/system/system_error.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+#include <utility>
+
+namespace keysem::detail {
+
+// When a timed acquire stops waiting, resolved when the operation is
+// launched (a deferred acquire_for starts its clock then).
+struct deadline_spec {
+  using clock = std::chrono::steady_clock;
+  enum class kind { none, after, at } how = kind::none;
+  clock::duration timeout{};
+  clock::time_point at{};
+
+  clock::time_point resolve() const noexcept {
+    switch (how) {
+      case kind::after:
+        return clock::now() + timeout;
+      case kind::at:
+        return at;
+      default:
+        return waiter_op::no_deadline;
+    }
+  }
+
+  // Timeouts beyond a century mean "no deadline": converting larger ones to
+  // steady_clock's nanoseconds, or adding them to now(), would overflow.
+  template <class Rep, class Period>
+  static deadline_spec after_(std::chrono::duration<Rep, Period> timeout) {
+    constexpr std::chrono::hours forever(24 * 365 * 100);
+    if (timeout > forever) {
+      return {};
+    }
+    const auto bounded = timeout < std::chrono::duration<Rep, Period>::zero()
+                             ? clock::duration::zero()
+                             : std::chrono::ceil<clock::duration>(timeout);
+    return {kind::after, bounded, {}};
+  }
+
+  // Another clock's deadline becomes the time left on it, now.
+  template <class Clock, class Duration>
+  static deadline_spec at_(std::chrono::time_point<Clock, Duration> deadline) {
+    if constexpr (std::is_same_v<Clock, clock>) {
+      return {kind::at, {}, std::chrono::time_point_cast<clock::duration>(deadline)};
+    } else {
+      return after_(deadline - Clock::now());
+    }
+  }
+};
+
+// The outcome decided before any key's word is looked at, in the contract's
+// order: a count no key could grant; then a stopped semaphore, whose error
+// yields to a count above the key's own limit; then, for operations that
+// must post, a dead context. Counted on the core when it is an outcome.
+template <class Impl, class K>
+boost::system::error_code early_error(Impl& impl, const K& key, std::size_t n,
+                                      bool needs_context) {
+  boost::system::error_code ec;
+  if (n == 0 || n > key_word::max_permits) {
+    ec = boost::asio::error::invalid_argument;
+  } else if (const auto stopped = impl.stop_error()) {
+    ec = n > impl.limit_of(key) ? boost::asio::error::invalid_argument : stopped;
+  } else if (needs_context && impl.is_detached()) {
+    ec = n > impl.limit_of(key) ? boost::system::error_code(boost::asio::error::invalid_argument)
+                                : boost::system::error_code(boost::asio::error::operation_aborted);
+  }
+  if (ec) {
+    impl.count_early(ec);
+  }
+  return ec;
+}
+
+// Starts one acquire for the public class: its one call per initiation.
+template <class Impl, class Executor, class Key>
+class acquire_starter {
+ public:
+  using permit = basic_permit<Key>;
+
+  acquire_starter(Impl& impl, const Executor& executor) noexcept
+      : impl_(&impl), executor_(&executor) {}
+
+  template <class Handler>
+  void start(Handler& handler, Key key, std::size_t n, deadline_spec::clock::time_point deadline) {
+    if (const auto ec = early_error(*impl_, key, n, true)) {
+      return complete_early(handler, ec);
+    }
+    const auto count = static_cast<std::uint32_t>(n);
+    const auto [result, shard] =
+        impl_->admit(std::move(key), count, admission_policy::kind::acquire);
+    switch (result.verdict) {
+      case key_word::verdict::granted:
+        return post_result(handler, {}, permit_access::adopt(*result.state, count));
+      case key_word::verdict::queued:
+        return wait(handler, *result.state, count, *shard, deadline);
+      case key_word::verdict::queue_full:
+        return post_result(handler, error::queue_full, permit());
+      default:
+        return post_result(handler, boost::asio::error::invalid_argument, permit());
+    }
+  }
+
+ private:
+  // Once the semaphore's execution context is gone, a handler with an
+  // executor of its own still completes there; one that would complete on
+  // the dead context's executor cannot be completed at all, which the
+  // initiating call reports by throwing (the handler is destroyed unrun).
+  template <class Handler>
+  void complete_early(Handler& handler, const boost::system::error_code& ec) {
+    if (impl_->is_detached()) {
+      const auto ex = boost::asio::get_associated_executor(handler, *executor_);
+      if constexpr (std::is_same_v<std::decay_t<decltype(ex)>, Executor>) {
+        if (ex == *executor_) {
+          throw boost::system::system_error(
+              ec, "keysem::async_keyed_semaphore::acquire: the execution context is gone");
+        }
+      }
+    }
+    post_result(handler, ec, permit());
+  }
+
+  // The word counts this acquire as a waiter: queue an op on the strand.
+  template <class Handler>
+  void wait(Handler& handler, key_state<Key>& state, std::uint32_t count, shard_base& shard,
+            deadline_spec::clock::time_point deadline) {
+    using op_type = acquire_op<Key, Handler, Executor>;
+    op_type* op = nullptr;
+    try {
+      op = &op_type::create(handler, state, count, *executor_);
+    } catch (...) {
+      state.cancel_waiter_reservation();
+      throw;
+    }
+    op->set_deadline(deadline);
+    // Before the enqueue job: a signal emitted after initiation then always
+    // reaches the strand after the op is queued.
+    try {
+      op->install_cancellation();
+    } catch (...) {
+      op->destroy();
+      state.cancel_waiter_reservation();
+      throw;
+    }
+    // An enqueue job that cannot be posted destroys the op and gives back its
+    // place in the word as it is dropped.
+    shard.post_job(enqueue_job(op), true);
+  }
+
+  // Completes without waiting; still through the handler's executor, never inline.
+  template <class Handler>
+  void post_result(Handler& handler, const boost::system::error_code& ec, permit p) {
+    auto ex = boost::asio::get_associated_executor(handler, *executor_);
+    auto alloc = operation_allocator(handler);
+    post_to(ex, alloc, [h = std::move(handler), ec, p = std::move(p)]() mutable {
+      std::move(h)(ec, std::move(p));
+    });
+  }
+
+  Impl* impl_;
+  const Executor* executor_;
+};
+
+}  // namespace keysem::detail
+
+#endif
