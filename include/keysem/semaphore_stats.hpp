@@ -8,12 +8,14 @@
 namespace keysem {
 
 /// What `async_keyed_semaphore::stats()` reports. The counters are
-/// monotonic, and every completed operation lands in exactly one of them:
-/// an acquire when its handler is invoked (or, for the token-less awaitable
-/// form, when it returns or throws), a try_acquire when it returns or
-/// throws. Once the executors have run everything posted, the sums are
-/// exact. `keys`, `waiting` and `in_use` are the state at the moment each
-/// shard was read.
+/// monotonic, and every operation lands in exactly one of them when its
+/// outcome is decided: an acquire when it is granted, refused or completed
+/// with an error (its handler then runs through its executor; a handler
+/// destroyed unrun because its context died stays counted, and an acquire
+/// destroyed while still waiting at context shutdown is not counted), the
+/// token-less awaitable form when it returns or throws, a try_acquire when it
+/// returns or throws. `keys`, `waiting` and `in_use` are the state at the
+/// moment each shard was read.
 struct semaphore_stats {
   /// try_acquire successes, and acquires granted without waiting.
   std::uint64_t granted_immediately = 0;
