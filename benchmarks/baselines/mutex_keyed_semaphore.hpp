@@ -12,13 +12,24 @@
 // associated allocator — asio's thread-local recycling allocator when the
 // handler has none, as asio's own operations do.
 //
+// Timed acquires (acquire_for) are what an asio engineer would add: the
+// duration travels with the operation, and only an acquire that has to wait
+// gets a boost::asio::steady_timer, a member of its waiting operation, armed
+// with expires_after() when the operation is queued. The timer's handler
+// takes the shard mutex and completes a still-queued operation with
+// boost::asio::error::timed_out; a timed operation is freed by whichever of
+// its completion and its timer handler finishes last, and its completion
+// cancels the timer. An acquire granted at once never reads the clock.
+//
 // The contract is keysem's as far as the benchmarks need it: acquire() with
 // any completion token (deferred by default), try_acquire() by key or by a
 // transparent lookup type, move-only RAII permits, strict FIFO per key with
 // no barging, per-operation cancellation (terminal/partial/total) of a
 // waiting acquire, which leaves no trace. Differences: permits must not
-// outlive the semaphore, there is no close(), and a cancellation signal must
-// be emitted from the handler's executor (as for asio's own operations).
+// outlive the semaphore, there is no close(), a cancellation signal must
+// be emitted from the handler's executor (as for asio's own operations), and
+// the semaphore must outlive the timer handlers of its timed acquires (run
+// its context before destroying it).
 #ifndef KEYSEM_BENCHMARKS_BASELINES_MUTEX_KEYED_SEMAPHORE_HPP
 #define KEYSEM_BENCHMARKS_BASELINES_MUTEX_KEYED_SEMAPHORE_HPP
 
@@ -39,11 +50,14 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/prefer.hpp>
 #include <boost/asio/recycling_allocator.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/system/error_code.hpp>
 #include <boost/unordered/unordered_flat_map.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -170,6 +184,22 @@ class mutex_keyed_semaphore {
                                                                  std::move(key), std::size_t{n});
   }
 
+  // acquire() that stops waiting after `timeout`, completing with
+  // boost::asio::error::timed_out and an empty permit.
+  template <class Rep, class Period, class Token = boost::asio::deferred_t>
+    requires(!std::is_arithmetic_v<std::remove_cvref_t<Token>>)
+  auto acquire_for(Key key, std::chrono::duration<Rep, Period> timeout, Token&& token = Token()) {
+    return acquire_for(std::move(key), 1, timeout, std::forward<Token>(token));
+  }
+
+  template <class Rep, class Period, class Token = boost::asio::deferred_t>
+  auto acquire_for(Key key, std::size_t n, std::chrono::duration<Rep, Period> timeout,
+                   Token&& token = Token()) {
+    return boost::asio::async_initiate<Token, acquire_signature>(
+        initiate_timed{this}, token, std::move(key), std::size_t{n},
+        std::chrono::duration_cast<typename timer_type::duration>(timeout));
+  }
+
   std::size_t key_count() const {
     std::size_t keys = 0;
     for (std::size_t i = 0; i < shard_count; ++i) {
@@ -224,6 +254,11 @@ class mutex_keyed_semaphore {
     waiter* tail = nullptr;
   };
 
+  using timer_type = boost::asio::basic_waitable_timer<
+      std::chrono::steady_clock, boost::asio::wait_traits<std::chrono::steady_clock>, Executor>;
+
+  struct untimed {};
+
   using map_type = boost::unordered_flat_map<Key, entry, detail::prehashed_hash<Hash>,
                                              detail::prehashed_equal<KeyEqual>>;
 
@@ -236,7 +271,7 @@ class mutex_keyed_semaphore {
   static inline const std::size_t shard_count =
       std::bit_ceil(std::max<std::size_t>(1, std::thread::hardware_concurrency()) * 4);
 
-  template <class Handler>
+  template <class Handler, bool Timed = false>
   class op final : public waiter {
    public:
     using handler_allocator = boost::asio::associated_allocator_t<Handler>;
@@ -265,10 +300,46 @@ class mutex_keyed_semaphore {
       }
     }
 
+    // Shard mutex held, the op just queued: the timer is created and armed
+    // (asio's wait operation comes from its recycling allocator).
+    void arm(typename timer_type::duration timeout)
+      requires Timed
+    {
+      timed_.timer.emplace(this->sem->executor_);
+      timed_.timer->expires_after(timeout);
+      timed_.timer->async_wait(expiry(*this));
+    }
+
    private:
-    using tracked_executor = std::decay_t<decltype(boost::asio::prefer(
-        std::declval<boost::asio::associated_executor_t<Handler, Executor>>(),
-        boost::asio::execution::outstanding_work.tracked))>;
+    // A timed op is referenced by its completion path and by its timer's
+    // pending handler; the last of the two frees it.
+    struct timed_state {
+      std::optional<timer_type> timer;
+      std::atomic<int> refs{2};
+    };
+
+    // The timer's handler. Expired: a still-queued op times out. Cancelled
+    // (the op was completed): only the reference goes.
+    class expiry {
+     public:
+      explicit expiry(op& o) noexcept : op_(&o) {}
+      expiry(expiry&& other) noexcept : op_(std::exchange(other.op_, nullptr)) {}
+      ~expiry() {
+        if (op_ != nullptr) {
+          op_->unref();
+        }
+      }
+      void operator()(const boost::system::error_code& ec) {
+        op* o = std::exchange(op_, nullptr);
+        if (!ec) {
+          o->sem->expire(*o);
+        }
+        o->unref();
+      }
+
+     private:
+      op* op_;
+    };
 
     struct cancel_handler {
       op* self;
@@ -296,7 +367,7 @@ class mutex_keyed_semaphore {
       completion(completion&& other) noexcept : op_(std::exchange(other.op_, nullptr)) {}
       ~completion() {
         if (op_ != nullptr) {
-          free(op_);
+          op_->unref();
         }
       }
       void operator()() { std::exchange(op_, nullptr)->invoke(); }
@@ -304,6 +375,10 @@ class mutex_keyed_semaphore {
      private:
       op* op_;
     };
+
+    using tracked_executor = std::decay_t<decltype(boost::asio::prefer(
+        std::declval<boost::asio::associated_executor_t<Handler, Executor>>(),
+        boost::asio::execution::outstanding_work.tracked))>;
 
     op(Handler& handler, mutex_keyed_semaphore& sem, Key&& key, std::size_t hash, std::uint32_t count)
         : waiter(sem, std::move(key), hash, count, &do_complete),
@@ -337,8 +412,22 @@ class mutex_keyed_semaphore {
       const boost::system::error_code ec = ec_;
       permit p = std::move(permit_);
       Handler handler(std::move(handler_));
-      free(this);
+      if constexpr (Timed) {
+        if (timed_.timer) {
+          timed_.timer->cancel();
+        }
+      }
+      unref();
       std::move(handler)(ec, std::move(p));
+    }
+
+    void unref() noexcept {
+      if constexpr (Timed) {
+        if (timed_.refs.fetch_sub(1, std::memory_order_acq_rel) != 1) {
+          return;
+        }
+      }
+      free(this);
     }
 
     static void free(op* o) noexcept {
@@ -352,6 +441,7 @@ class mutex_keyed_semaphore {
     Handler handler_;
     boost::system::error_code ec_;
     permit permit_;
+    [[no_unique_address]] std::conditional_t<Timed, timed_state, untimed> timed_;
   };
 
   struct initiate {
@@ -366,8 +456,23 @@ class mutex_keyed_semaphore {
     }
   };
 
-  template <class Handler>
-  void start(Handler& handler, Key key, std::size_t n) {
+  struct initiate_timed {
+    mutex_keyed_semaphore* self;
+    using executor_type = Executor;
+    executor_type get_executor() const noexcept { return self->executor_; }
+
+    template <class Handler>
+    void operator()(Handler&& handler, Key key, std::size_t n,
+                    typename timer_type::duration timeout) const {
+      std::decay_t<Handler> owned(std::forward<Handler>(handler));
+      self->start(owned, std::move(key), n, timeout);
+    }
+  };
+
+  // Untimed when `timeout` is untimed{}.
+  template <class Handler, class Timeout = untimed>
+  void start(Handler& handler, Key key, std::size_t n, Timeout timeout = {}) {
+    constexpr bool timed = !std::is_same_v<Timeout, untimed>;
     if (n == 0 || n > limit_) {
       return post_result(handler, boost::asio::error::invalid_argument, permit());
     }
@@ -381,12 +486,15 @@ class mutex_keyed_semaphore {
     } else if (entry& e = found->second; e.head == nullptr && e.held + count <= limit_) {
       e.held += count;
     } else {
-      auto& o = op<Handler>::create(handler, *this, std::move(key), hash, count);
+      auto& o = op<Handler, timed>::create(handler, *this, std::move(key), hash, count);
       o.queued = true;
       o.prev = e.tail;
       (e.tail ? e.tail->next : e.head) = &o;
       e.tail = &o;
       o.install_cancellation();
+      if constexpr (timed) {
+        o.arm(timeout);
+      }
       return;
     }
     lock.unlock();
@@ -472,6 +580,28 @@ class mutex_keyed_semaphore {
       }
     }
     w.complete(boost::asio::error::operation_aborted, permit());
+    complete_granted(granted);
+  }
+
+  // On the timer's executor: a timed waiter whose timer expired leaves the
+  // queue with timed_out, unless it was granted or cancelled meanwhile.
+  void expire(waiter& w) {
+    shard& s = shard_for(w.hash);
+    waiter_list granted;
+    {
+      std::lock_guard guard(s.mutex);
+      if (!w.queued) {
+        return;
+      }
+      const auto found = s.map.find(detail::prehashed<Key>{w.key, w.hash});
+      entry& e = found->second;
+      unlink(e, w);
+      grant_locked(e, granted);  // w may have blocked the head
+      if (e.held == 0 && e.head == nullptr) {
+        s.map.erase(found);
+      }
+    }
+    w.complete(boost::asio::error::timed_out, permit());
     complete_granted(granted);
   }
 

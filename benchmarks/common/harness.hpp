@@ -23,6 +23,7 @@
 #include <cstring>
 #include <ctime>
 #include <exception>
+#include <malloc.h>
 #include <new>
 #include <string>
 #include <string_view>
@@ -62,7 +63,10 @@ void for_each_impl(F&& f) {
 
 // ---------------------------------------------------------------------------
 // Allocation counting: the global operator new of the program counts, per
-// thread (no atomics on the measured path), every allocation it serves.
+// thread (no atomics on the measured path), every allocation it serves; so
+// does aligned_alloc, which asio's recycling allocator calls when its
+// per-thread cache misses (boost::asio::detail::aligned_new), e.g. for a
+// timer's wait operation.
 // ---------------------------------------------------------------------------
 inline thread_local std::uint64_t thread_allocations = 0;
 
@@ -230,11 +234,18 @@ void* operator new[](std::size_t size) { return ::operator new(size); }
 
 void* operator new(std::size_t size, std::align_val_t align) {
   ++bench::thread_allocations;
-  const auto a = static_cast<std::size_t>(align);
-  if (void* p = std::aligned_alloc(a, (std::max<std::size_t>(size, 1) + a - 1) / a * a)) {
+  if (void* p = ::memalign(static_cast<std::size_t>(align), std::max<std::size_t>(size, 1))) {
     return p;
   }
   throw std::bad_alloc();
+}
+
+// Interposes glibc's aligned_alloc for the whole program (asio's aligned_new
+// calls std::aligned_alloc); glibc's memalign serves it, and glibc's free
+// frees it.
+extern "C" void* aligned_alloc(std::size_t alignment, std::size_t size) noexcept {
+  ++bench::thread_allocations;
+  return ::memalign(alignment, size);
 }
 
 void* operator new[](std::size_t size, std::align_val_t align) { return ::operator new(size, align); }

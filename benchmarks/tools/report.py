@@ -461,7 +461,8 @@ def main():
     doc.append(scaling_table(res))
     doc.append("")
     doc.append("## Allocations\n")
-    doc.append("Counted by the benchmark program's global `operator new`, on the measuring thread, "
+    doc.append("Counted by the benchmark program's global `operator new` and `aligned_alloc` "
+               "(asio's recycling allocator on a cache miss), on the measuring thread, "
                "after a warm-up operation.\n")
     doc.append(allocation_table(res))
     doc.append("")
