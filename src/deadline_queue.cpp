@@ -44,8 +44,8 @@ deadline_queue::deadline_queue() noexcept = default;
 deadline_queue::~deadline_queue() = default;
 
 void deadline_queue::add(shard_base& shard, waiter_op& op) {
-  heap_.push_back(&op);  // may throw: nothing changed yet
-  place(heap_.size() - 1, &op);
+  heap_.push_back({op.deadline(), &op});  // may throw: nothing changed yet
+  place(heap_.size() - 1, heap_.back());
   sift_up(heap_.size() - 1);
   arm(shard);
 }
@@ -56,18 +56,18 @@ void deadline_queue::remove(waiter_op& op) noexcept {
     return;
   }
   op.heap_index = waiter_op::not_in_heap;
-  waiter_op* last = heap_.back();
+  const entry last = heap_.back();
   heap_.pop_back();
   if (heap_.empty()) {
     disarm();
     return;
   }
-  if (last == &op) {
+  if (last.op == &op) {
     return;
   }
   place(index, last);
   sift_up(index);
-  sift_down(last->heap_index);
+  sift_down(last.op->heap_index);
 }
 
 void deadline_queue::fire(shard_base& shard, std::uint64_t generation) {
@@ -77,8 +77,8 @@ void deadline_queue::fire(shard_base& shard, std::uint64_t generation) {
   armed_for_ = waiter_op::no_deadline;
   const auto now = waiter_op::clock::now();
   std::exception_ptr failure;
-  while (!heap_.empty() && heap_.front()->deadline() <= now) {
-    waiter_op& op = *heap_.front();
+  while (!heap_.empty() && heap_.front().deadline <= now) {
+    waiter_op& op = *heap_.front().op;
     remove(op);
     try {
       op.key().time_out(op);
@@ -100,7 +100,7 @@ void deadline_queue::arm(shard_base& shard) {
     disarm();
     return;
   }
-  const auto earliest = heap_.front()->deadline();
+  const auto earliest = heap_.front().deadline;
   if (earliest >= armed_for_) {
     return;  // the pending wait fires first; it re-arms then
   }
@@ -135,12 +135,12 @@ void deadline_queue::drop_timer() noexcept {
 }
 
 bool deadline_queue::earlier(std::size_t a, std::size_t b) const noexcept {
-  return heap_[a]->deadline() < heap_[b]->deadline();
+  return heap_[a].deadline < heap_[b].deadline;
 }
 
-void deadline_queue::place(std::size_t index, waiter_op* op) noexcept {
-  heap_[index] = op;
-  op->heap_index = index;
+void deadline_queue::place(std::size_t index, entry e) noexcept {
+  heap_[index] = e;
+  e.op->heap_index = index;
 }
 
 void deadline_queue::sift_up(std::size_t index) noexcept {
@@ -149,7 +149,7 @@ void deadline_queue::sift_up(std::size_t index) noexcept {
     if (!earlier(index, parent)) {
       return;
     }
-    waiter_op* child = heap_[index];
+    const entry child = heap_[index];
     place(index, heap_[parent]);
     place(parent, child);
     index = parent;
@@ -167,18 +167,11 @@ void deadline_queue::sift_down(std::size_t index) noexcept {
     if (smallest == index) {
       return;
     }
-    waiter_op* parent = heap_[index];
+    const entry parent = heap_[index];
     place(index, heap_[smallest]);
     place(smallest, parent);
     index = smallest;
   }
-}
-
-void prepare_deadline_service(boost::asio::execution_context& context) {
-  boost::asio::use_service<boost::asio::detail::deadline_timer_service<
-      boost::asio::detail::chrono_time_traits<std::chrono::steady_clock,
-                                              boost::asio::wait_traits<std::chrono::steady_clock>>>>(
-      context);
 }
 
 }  // namespace keysem::detail

@@ -515,7 +515,7 @@ class async_keyed_semaphore {
                     deadline_spec deadline = {}) const {
       std::decay_t<Handler> owned(std::forward<Handler>(handler));
       detail::acquire_starter<impl_type, Executor, Key>(*self->impl_, self->executor_)
-          .start(owned, std::move(key), n, deadline.resolve());
+          .start(owned, std::move(key), n, deadline);
     }
   };
 

@@ -5,7 +5,6 @@
 
 #include <keysem/detail/waiter_op.hpp>
 
-#include <boost/asio/execution_context.hpp>
 
 #include <cstdint>
 #include <memory>
@@ -16,11 +15,16 @@ namespace keysem::detail {
 class shard_base;
 
 // A min-heap of ops by deadline, touched only on the shard's strand (or at
-// shutdown, when nothing runs). 100,000 timed waiters cost a heap entry
+// shutdown, when nothing runs). Entries carry their deadline, so sifting
+// never chases an op pointer. 100,000 timed waiters cost a heap entry
 // each and one armed timer per shard, not one timer each; an acquire
 // granted without waiting never enters it. The timer is created on first
-// use, and cancelled as soon as no timed op waits, so that it never holds
-// its executor's work for nothing.
+// use (so a semaphore without timed acquires never starts its context's
+// reactor), and cancelled as soon as no timed op waits, so that it never
+// holds its executor's work for nothing. Created after the semaphore's own
+// service, the timer service shuts down first; destroying a timer at the
+// semaphore's shutdown then finds its queue already emptied, and the
+// service objects are only destroyed after every shutdown.
 class deadline_queue {
  public:
   deadline_queue() noexcept;
@@ -45,24 +49,23 @@ class deadline_queue {
 
  private:
   struct timer;
+  struct entry {
+    waiter_op::clock::time_point deadline;
+    waiter_op* op;
+  };
 
   void arm(shard_base& shard);
   void disarm() noexcept;
   void sift_up(std::size_t index) noexcept;
   void sift_down(std::size_t index) noexcept;
-  void place(std::size_t index, waiter_op* op) noexcept;
+  void place(std::size_t index, entry e) noexcept;
   bool earlier(std::size_t a, std::size_t b) const noexcept;
 
-  std::vector<waiter_op*> heap_;
+  std::vector<entry> heap_;
   std::unique_ptr<timer> timer_;
   waiter_op::clock::time_point armed_for_ = waiter_op::no_deadline;
   std::uint64_t generation_ = 0;
 };
-
-// Makes sure the context's timer service exists before the semaphore's own
-// service does: asio shuts services down newest first, and the semaphore's
-// shutdown must still find the timer service alive to destroy its timers.
-void prepare_deadline_service(boost::asio::execution_context& context);
 
 }  // namespace keysem::detail
 

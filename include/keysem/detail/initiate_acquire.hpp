@@ -99,7 +99,7 @@ class acquire_starter {
       : impl_(&impl), executor_(&executor) {}
 
   template <class Handler>
-  void start(Handler& handler, Key key, std::size_t n, deadline_spec::clock::time_point deadline) {
+  void start(Handler& handler, Key key, std::size_t n, const deadline_spec& deadline) {
     if (const auto ec = early_error(*impl_, key, n, true)) {
       return complete_early(handler, ec);
     }
@@ -110,7 +110,8 @@ class acquire_starter {
       case key_word::verdict::granted:
         return post_result(handler, {}, permit_access::adopt(*result.state, count));
       case key_word::verdict::queued:
-        return wait(handler, *result.state, count, *shard, deadline);
+        // The clock is read only by an acquire that waits.
+        return wait(handler, *result.state, count, *shard, deadline.resolve());
       case key_word::verdict::queue_full:
         return post_result(handler, error::queue_full, permit());
       default:

@@ -78,9 +78,7 @@ class semaphore_impl final : public core_base {
       }
       // After the strands: the service must shut down before the strand
       // service does, and asio shuts services down newest first.
-      auto& context = boost::asio::query(ex, boost::asio::execution::context);
-      prepare_deadline_service(context);
-      attach(context);
+      attach(boost::asio::query(ex, boost::asio::execution::context));
     } catch (...) {
       destroy_shards(built);
       throw;
