@@ -147,10 +147,13 @@ void key_state_base::release(std::uint32_t n) noexcept {
   }
 }
 
+// The caller's op is registered as a waiter, so the word is not zero. The
+// rescan bit (the one a limit change sets) changes the word even when a drain
+// is already running, so that a drain past its scan goes round once more
+// instead of missing the op.
 void key_state_base::request_drain() noexcept {
-  // The caller's op is registered as a waiter, so the word is not zero.
-  const auto [before, after] = transition([](std::uint64_t word) { return word | drain_bit; });
-  if (drain_scheduled(before)) {
+  const auto [before, after] = transition([](std::uint64_t word) { return limit_changed(word); });
+  if (drain_scheduled(before) || !drain_scheduled(after)) {
     return;
   }
   try {
