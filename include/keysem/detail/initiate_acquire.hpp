@@ -77,7 +77,8 @@ boost::system::error_code early_error(Impl& impl, const K& key, std::size_t n,
   boost::system::error_code ec;
   if (n == 0 || n > key_word::max_permits) {
     ec = boost::asio::error::invalid_argument;
-  } else if (const auto stopped = impl.stop_error()) {
+  } else if (impl.is_stopped()) {  // inline; stop_error() is a call into src/
+    const auto stopped = impl.stop_error();
     ec = n > impl.limit_of(key) ? boost::asio::error::invalid_argument : stopped;
   } else if (needs_context && impl.is_detached()) {
     ec = n > impl.limit_of(key) ? boost::system::error_code(boost::asio::error::invalid_argument)
