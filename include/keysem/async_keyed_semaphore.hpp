@@ -405,7 +405,7 @@ class async_keyed_semaphore {
     requires detail::lookup_key_for<K, Key, Hash, KeyEqual>
   std::size_t in_use(const K& key) const {
     // clang-format on
-    return detail::key_word::held(impl_->word_of(key));
+    return impl_->usage(key).in_use;
   }
 
   /// limit(key) - in_use(key), or 0 when a lowered limit left more permits
@@ -416,9 +416,8 @@ class async_keyed_semaphore {
     requires detail::lookup_key_for<K, Key, Hash, KeyEqual>
   std::size_t available(const K& key) const {
     // clang-format on
-    const std::size_t key_limit = impl_->limit_of(key);
-    const std::size_t held = detail::key_word::held(impl_->word_of(key));
-    return held < key_limit ? key_limit - held : 0;
+    const key_usage usage = impl_->usage(key);
+    return usage.in_use < usage.limit ? usage.limit - usage.in_use : 0;
   }
 
   /// The limit in force for `key`: permits_per_key(), or the key's override
@@ -428,7 +427,7 @@ class async_keyed_semaphore {
     requires detail::lookup_key_for<K, Key, Hash, KeyEqual>
   std::size_t limit(const K& key) const {
     // clang-format on
-    return impl_->limit_of(key);
+    return impl_->usage(key).limit;
   }
 
   /// Overrides the limit of `key` with `n` until reset_limit(key), whether or
@@ -464,7 +463,7 @@ class async_keyed_semaphore {
     requires detail::lookup_key_for<K, Key, Hash, KeyEqual>
   std::size_t waiting(const K& key) const {
     // clang-format on
-    return detail::key_word::waiters(impl_->word_of(key));
+    return impl_->usage(key).waiting;
   }
 
   /// Keys that currently have state: holders, waiters, or a pending drain.

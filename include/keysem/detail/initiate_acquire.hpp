@@ -79,9 +79,9 @@ boost::system::error_code early_error(Impl& impl, const K& key, std::size_t n,
     ec = boost::asio::error::invalid_argument;
   } else if (impl.is_stopped()) {  // inline; stop_error() is a call into src/
     const auto stopped = impl.stop_error();
-    ec = n > impl.limit_of(key) ? boost::asio::error::invalid_argument : stopped;
+    ec = n > impl.usage(key).limit ? boost::asio::error::invalid_argument : stopped;
   } else if (needs_context && impl.is_detached()) {
-    ec = n > impl.limit_of(key) ? boost::system::error_code(boost::asio::error::invalid_argument)
+    ec = n > impl.usage(key).limit ? boost::system::error_code(boost::asio::error::invalid_argument)
                                 : boost::system::error_code(boost::asio::error::operation_aborted);
   }
   if (ec) {

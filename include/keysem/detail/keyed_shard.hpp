@@ -101,14 +101,6 @@ class keyed_shard final : public shard_base {
     }
   }
 
-  // Calls f(state*) with the lock held; state is null when the key is not live.
-  template <class K, class F>
-  decltype(auto) visit(const K& key, std::size_t hash, F&& f) {
-    std::lock_guard guard(lock_);
-    const auto found = table_.find(prehashed_key<K>{key, hash});
-    return std::forward<F>(f)(found == table_.end() ? nullptr : *found);
-  }
-
   struct admission {
     key_state<Key>* state;  // null unless granted or queued
     key_word::verdict verdict;
@@ -139,15 +131,16 @@ class keyed_shard final : public shard_base {
     return result;
   }
 
-  // The limit in force for key: its live state's, its override, or the default.
+  // What key uses and the limit in force for it (its live state's, its
+  // override, or the default), read in one step under the lock.
   template <class K>
-  std::uint32_t limit_of(const K& key, std::size_t hash, std::uint32_t default_limit) {
+  key_usage usage(const K& key, std::size_t hash, std::uint32_t default_limit) const {
     std::lock_guard guard(lock_);
     const prehashed_key<K> lookup{key, hash};
     if (const auto found = table_.find(lookup); found != table_.end()) {
-      return (*found)->limit();
+      return usage_of(**found);
     }
-    return limit_locked(lookup, default_limit);
+    return {0, 0, limit_locked(lookup, default_limit)};
   }
 
   // Overrides key's limit (limit != 0) or removes its override (limit == 0,

@@ -100,23 +100,15 @@ class semaphore_impl final : public core_base {
   }
 
   template <class K>
-  std::uint32_t limit_of(const K& key) {
+  key_usage usage(const K& key) const {
     const std::size_t h = hash(key);
-    return shard_for(h).limit_of(key, h, limit());
+    return shards_[shard_index(h)].usage(key, h, limit());
   }
 
   // limit == 0 removes the key's override.
   void set_limit(const Key& key, std::uint32_t key_limit) {
     const std::size_t h = hash(key);
     shard_for(h).set_limit(key, h, key_limit, limit());
-  }
-
-  // The key's word, 0 when it is not live.
-  template <class K>
-  std::uint64_t word_of(const K& key) {
-    const std::size_t h = hash(key);
-    return shard_for(h).visit(key, h,
-                              [](const key_state_base* state) { return state ? state->word() : 0; });
   }
 
   semaphore_stats stats() const {

@@ -55,7 +55,6 @@ class alignas(64) shard_base {
   shard_base& operator=(const shard_base&) = delete;
 
   core_base& core() const noexcept { return *core_; }
-  std::uint32_t limit() const noexcept { return core_->limit(); }
   std::size_t key_count() const noexcept { return keys_.load(std::memory_order_relaxed); }
 
   // Moves the word of `state` from the value `next` computes, under the lock,
