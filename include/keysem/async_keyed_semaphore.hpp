@@ -2,6 +2,7 @@
 #ifndef KEYSEM_ASYNC_KEYED_SEMAPHORE_HPP
 #define KEYSEM_ASYNC_KEYED_SEMAPHORE_HPP
 
+#include <keysem/detail/acquire_awaitable.hpp>
 #include <keysem/detail/acquire_op.hpp>
 #include <keysem/detail/initiate_acquire.hpp>
 #include <keysem/detail/handler_work.hpp>
@@ -518,39 +519,16 @@ class async_keyed_semaphore {
     }
   };
 
-  // The token-less forms: free permits without suspending, else the
-  // asynchronous operation awaited with use_awaitable.
+  // The token-less forms (detail/acquire_awaitable.hpp).
   boost::asio::awaitable<permit> acquire_awaitable(key_type key, std::size_t n,
                                                     deadline_spec deadline) {
-    auto cancellation = co_await boost::asio::this_coro::cancellation_state;
-    if (co_await boost::asio::this_coro::throw_if_cancelled() &&
-        cancellation.cancelled() != boost::asio::cancellation_type::none) {
-      impl_->count_early(boost::asio::error::operation_aborted);
-      throw_error(boost::asio::error::operation_aborted);
-    }
-    if (const auto ec = detail::early_error(*impl_, key, n, false)) {
-      throw_error(ec);
-    }
-    const auto count = static_cast<std::uint32_t>(n);
-    const auto [first, shard] = impl_->admit(key, count, request::first_try);
-    if (first.verdict == detail::key_word::verdict::granted) {
-      co_return detail::permit_access::adopt(*first.state, count);
-    }
-    if (first.verdict == detail::key_word::verdict::invalid) {
-      throw_error(boost::asio::error::invalid_argument);
-    }
-    co_return co_await boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&,
-                                                   acquire_signature>(
-        initiate_acquire{this}, boost::asio::use_awaitable, std::move(key), n, deadline);
+    return detail::acquire_awaitable(*impl_, initiate_acquire{this}, std::move(key), n, deadline,
+                                     "keysem::async_keyed_semaphore::acquire");
   }
 
   [[noreturn]] static void throw_invalid_count() {
     throw std::invalid_argument(
         "keysem::async_keyed_semaphore::try_acquire: n must be between 1 and limit(key)");
-  }
-
-  [[noreturn]] static void throw_error(const boost::system::error_code& ec) {
-    throw boost::system::system_error(ec, "keysem::async_keyed_semaphore::acquire");
   }
 
   static table_equal make_table_equal(const key_equal& equal) {

@@ -3,6 +3,7 @@
 #define KEYSEM_KEYSEM_HPP
 
 #include <keysem/async_keyed_semaphore.hpp>
+#include <keysem/async_semaphore.hpp>
 #include <keysem/error.hpp>
 #include <keysem/hash.hpp>
 #include <keysem/permit.hpp>

@@ -7,12 +7,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
+#include <type_traits>
 #include <utility>
 
 namespace keysem {
 
 namespace detail {
 struct permit_access;
+struct no_key;  // async_semaphore's permits hold no key
 }
 
 /// Permits held on one key of an `async_keyed_semaphore<Key, ...>`, which
@@ -69,7 +71,9 @@ class basic_permit {
 
   /// The key the permits are held on.
   /// Throws std::logic_error if the permit is empty.
-  const key_type& key() const {
+  const key_type& key() const
+    requires(!std::is_same_v<Key, detail::no_key>)
+  {
     if (state_ == nullptr) {
       throw std::logic_error("keysem::permit::key: the permit is empty");
     }

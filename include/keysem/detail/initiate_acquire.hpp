@@ -132,7 +132,7 @@ class acquire_starter {
       if constexpr (std::is_same_v<std::decay_t<decltype(ex)>, Executor>) {
         if (ex == *executor_) {
           throw boost::system::system_error(
-              ec, "keysem::async_keyed_semaphore::acquire: the execution context is gone");
+              ec, "keysem: acquire: the semaphore's execution context is gone");
         }
       }
     }

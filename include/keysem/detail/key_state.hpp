@@ -66,6 +66,10 @@ class alignas(64) key_state_base {
   // or accounts for a queued op that has left the queue.
   void cancel_waiter_reservation() noexcept { subtract(key_word::one_waiter); }
 
+  // Any thread. The owner of a state that holds key_word::owner_bit lets go
+  // of it; the state may be reclaimed (and the shard freed) by this call.
+  void drop_owner() noexcept { subtract(key_word::owner_bit); }
+
   // Any thread, best effort: makes sure a grant pass runs after this call.
   // For an op whose cancellation was undone: a pass may have skipped it.
   void request_drain() noexcept;

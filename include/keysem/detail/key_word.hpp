@@ -8,7 +8,10 @@
 namespace keysem::detail::key_word {
 
 // Layout of key_state_base::word_:
-//   bits  0..31  permits held
+//   bits  0..30  permits held
+//   bit  31      an owner outside the counts keeps the state alive: the one
+//                state of an unkeyed async_semaphore, for as long as the
+//                semaphore object lives (keyed states never set it)
 //   bits 32..60  acquire operations registered as waiting (queued, about to be
 //                queued, or cancelled and about to leave the queue)
 //   bit  61      the limit changed while acquires waited: the next grant pass
@@ -19,14 +22,15 @@ namespace keysem::detail::key_word {
 // Every part counts as a reference to the key's state: the state is reclaimed
 // exactly when the word becomes zero, and that transition only ever happens
 // under the shard's lock (see docs/design.md).
-inline constexpr std::uint64_t held_mask = 0xFFFF'FFFFull;
+inline constexpr std::uint64_t held_mask = 0x7FFF'FFFFull;
+inline constexpr std::uint64_t owner_bit = 1ull << 31;
 inline constexpr std::uint64_t one_waiter = 1ull << 32;
 inline constexpr std::uint64_t waiters_mask = 0x1FFF'FFFFull << 32;
 inline constexpr std::uint64_t limit_changed_bit = 1ull << 61;
 inline constexpr std::uint64_t strand_pin_bit = 1ull << 62;
 inline constexpr std::uint64_t drain_bit = 1ull << 63;
 
-// The largest limit of a key: held permits must fit in bits 0..31.
+// The largest limit of a key: held permits must fit in bits 0..30.
 inline constexpr std::uint64_t max_permits = 0x7FFF'FFFFull;
 
 // The most acquires that can be registered as waiting on one key.
