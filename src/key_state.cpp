@@ -68,6 +68,22 @@ struct drain_policy {
 };
 using drain_job = job<drain_policy>;
 
+// Carries an op from its key's queue to the total's, where it was already
+// registered as a waiter. Dropped (the context is gone), it destroys the op,
+// whose key gets its reservation back, and gives back the registration.
+struct transfer_policy {
+  using state = waiter_op*;
+  static void run(waiter_op* op) {
+    if (op->resume_transfer()) {
+      op->key().enqueue(*op);
+    } else {
+      op->key().finish_cancelled(*op, true);  // cancelled on the way
+    }
+  }
+  static void drop(waiter_op* op) noexcept { op->key().finish_cancelled(*op, false); }
+};
+using transfer_job = job<transfer_policy>;
+
 template <class Next>
 std::pair<std::uint64_t, std::uint64_t> shard_base::transition_locked(key_state_base& state,
                                                                       Next next) noexcept {
@@ -105,35 +121,81 @@ std::pair<std::uint64_t, std::uint64_t> key_state_base::transition(Next next) no
   }
 }
 
-verdict key_state_base::try_take(std::uint32_t n) noexcept {
-  const policy key_policy{limit(), max_waiters};
+key_state_base* key_state_base::total() const noexcept { return shard_->core().total_state(); }
+
+// The key's rule decides first; a grant on a capped key then needs the
+// total too, asked once (one more atomic step) and given back if the key's
+// word moves to another verdict before the compare-and-swap lands.
+verdict key_state_base::take(std::uint32_t n, std::uint64_t max_waiting, bool may_wait) noexcept {
+  const policy key_policy{limit(), max_waiting};
+  key_state_base* const gate = capped() ? total() : nullptr;
+  verdict at_total = verdict::invalid;  // not asked yet
   std::uint64_t word = word_.load(std::memory_order_relaxed);
   for (;;) {
-    const verdict v = try_admit(word, n, key_policy);
-    if (v != verdict::granted ||
-        word_.compare_exchange_weak(word, apply(word, n, v), std::memory_order_acq_rel,
+    verdict v = may_wait ? admit(word, n, key_policy) : try_admit(word, n, key_policy);
+    std::uint64_t next = apply(word, n, v);
+    if (v == verdict::granted && gate != nullptr) {
+      if (at_total == verdict::invalid) {
+        at_total = gate->take_total(n, max_waiting, may_wait);
+      }
+      if (at_total == verdict::busy || at_total == verdict::queue_full) {
+        return at_total;
+      }
+      if (at_total == verdict::staged) {
+        v = verdict::staged;
+        next = key_word::staged(word, n);
+      }
+    } else if (at_total != verdict::invalid) {
+      gate->give_back_total(at_total, n);
+      at_total = verdict::invalid;
+    }
+    if (v != verdict::granted && v != verdict::queued && v != verdict::staged) {
+      return v;
+    }
+    if (word_.compare_exchange_weak(word, next, std::memory_order_acq_rel,
                                     std::memory_order_relaxed)) {
+      if (v == verdict::staged) {
+        staged_.fetch_add(n, std::memory_order_relaxed);
+      }
       return v;
     }
   }
 }
 
-verdict key_state_base::take_or_register_waiter(std::uint32_t n,
-                                                std::uint64_t max_waiting) noexcept {
-  const policy key_policy{limit(), max_waiting};
-  std::uint64_t word = word_.load(std::memory_order_relaxed);
-  for (;;) {
-    const verdict v = admit(word, n, key_policy);
-    if ((v != verdict::granted && v != verdict::queued) ||
-        word_.compare_exchange_weak(word, apply(word, n, v), std::memory_order_acq_rel,
-                                    std::memory_order_relaxed)) {
-      return v;
+verdict key_state_base::take_total(std::uint32_t n, std::uint64_t max_waiting,
+                                   bool may_wait) noexcept {
+  if (!may_wait || max_waiting == 0) {
+    // Waiting at the total would make one more waiter of its key.
+    if (take(n, 0, false) == verdict::granted) {
+      return verdict::granted;
     }
+    return may_wait ? verdict::queue_full : verdict::busy;
+  }
+  switch (take(n, ~std::uint64_t{0}, true)) {
+    case verdict::granted:
+      return verdict::granted;
+    case verdict::queued:
+      return verdict::staged;
+    default:
+      return verdict::queue_full;  // the total's word counts no more waiters
+  }
+}
+
+void key_state_base::give_back_total(verdict taken, std::uint32_t n) noexcept {
+  if (taken == verdict::granted) {
+    const auto [before, after] =
+        transition([n](std::uint64_t word) { return released(word, n); });
+    if (!drain_scheduled(before) && drain_scheduled(after)) {
+      // The caller may hold a shard's lock: never run the drain here.
+      schedule_drain_from(false);
+    }
+  } else if (taken == verdict::staged) {
+    cancel_waiter_reservation();
   }
 }
 
 bool key_state_base::set_limit(std::uint32_t limit) noexcept {
-  limit_.store(limit, std::memory_order_relaxed);
+  limit_.store(limit | (capped() ? capped_flag : 0), std::memory_order_relaxed);
   // The lock is held: the word cannot reach zero under us.
   const auto [before, after] = transition([](std::uint64_t word) { return limit_changed(word); });
   return !drain_scheduled(before) && drain_scheduled(after);
@@ -144,6 +206,29 @@ void key_state_base::release(std::uint32_t n) noexcept {
       transition([n](std::uint64_t word) { return released(word, n); });
   if (!drain_scheduled(before) && drain_scheduled(after)) {
     schedule_drain();
+  }
+}
+
+// The total first: the key's word keeps the state (and so the semaphore's
+// core, which owns the total) alive until its own release.
+void key_state_base::release_permit(std::uint32_t n) noexcept {
+  if (capped()) {
+    total()->release(n);
+  }
+  release(n);
+}
+
+void key_state_base::leave_stage_granted(std::uint32_t n) noexcept {
+  staged_.fetch_sub(n, std::memory_order_relaxed);
+  subtract(one_waiter);  // its permits keep the word above zero
+}
+
+void key_state_base::leave_stage(std::uint32_t n) noexcept {
+  staged_.fetch_sub(n, std::memory_order_relaxed);
+  const auto [before, after] =
+      transition([n](std::uint64_t word) { return left_stage(word, n); });
+  if (!drain_scheduled(before) && drain_scheduled(after)) {
+    schedule_drain();  // noexcept: as a permit's release, terminates if it cannot
   }
 }
 
@@ -203,8 +288,10 @@ void key_state_base::subtract(std::uint64_t amount) noexcept {
 // the strand is idle, the drain runs right here and saves a queue round trip.
 // A drain job that cannot be posted (the context is gone, and with it every
 // waiter) gives its drain bit back as it is destroyed.
-void key_state_base::schedule_drain() {
-  shard_->post_job(drain_job(this), running_shard != shard_);
+void key_state_base::schedule_drain() { schedule_drain_from(running_shard == nullptr); }
+
+void key_state_base::schedule_drain_from(bool may_dispatch) {
+  shard_->post_job(drain_job(this), may_dispatch);
 }
 
 void key_state_base::enqueue(waiter_op& op) {
@@ -258,6 +345,7 @@ std::uint64_t key_state_base::grant_waiters(std::exception_ptr& failure) {
     fail_unfit_waiters(key_limit, failure);
     word = word_.load(std::memory_order_acquire);
   }
+  key_state_base* const gate = capped() ? total() : nullptr;
   for (waiter_op* op = queue_.front(); op != nullptr;) {
     waiter_op* const next = waiter_queue::next(*op);
     if (!op->is_cancelled()) {
@@ -265,11 +353,32 @@ std::uint64_t key_state_base::grant_waiters(std::exception_ptr& failure) {
       if (action == head_action::wait) {
         break;
       }
-      if (op->try_claim()) {
+      verdict at_total = verdict::invalid;  // not taken
+      if (gate != nullptr && action == head_action::grant) {
+        at_total = gate->take_total(op->count(), ~std::uint64_t{0}, true);
+        if (at_total == verdict::staged) {
+          if (stage_at_total(*op, *gate, failure)) {
+            word = word_.load(std::memory_order_acquire);
+          }
+          op = next;
+          continue;
+        }
+        if (at_total == verdict::queue_full) {
+          break;  // the total counts no more waiters: wait for a release
+        }
+      }
+      if (!op->try_claim()) {
+        if (gate != nullptr) {
+          gate->give_back_total(at_total, op->count());  // cancelled meanwhile
+        }
+      } else {
         unlink(*op);
         // close() may have run on another thread since the pass began: once
         // it has returned, nothing queued is granted.
         if (const auto ec = shard_->core().stop_error()) {
+          if (gate != nullptr) {
+            gate->give_back_total(at_total, op->count());
+          }
           complete_or_record(*op, ec, failure);
           return leave(1);
         }
@@ -288,6 +397,30 @@ std::uint64_t key_state_base::grant_waiters(std::exception_ptr& failure) {
     op = next;
   }
   return word;
+}
+
+// The head fits its key but not the total, where it is registered: its key
+// reserves its permits (it stays a waiter here) and the op moves to the
+// total's queue. False if it was cancelled first (the registration goes back).
+bool key_state_base::stage_at_total(waiter_op& op, key_state_base& gate,
+                                    std::exception_ptr& failure) {
+  if (!op.try_transfer()) {
+    gate.cancel_waiter_reservation();
+    return false;
+  }
+  unlink(op);
+  staged_.fetch_add(op.count(), std::memory_order_relaxed);
+  word_.fetch_add(staged_from_queue(0, op.count()), std::memory_order_acq_rel);
+  op.stage_at(gate);
+  try {
+    gate.shard().post_job(transfer_job(&op), false);
+  } catch (...) {
+    // The job was dropped: the op is gone, its reservation given back.
+    if (!failure) {
+      failure = std::current_exception();
+    }
+  }
+  return true;
 }
 
 // A lowered limit: requests above it could never be granted, wherever they

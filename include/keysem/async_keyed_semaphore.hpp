@@ -137,7 +137,8 @@ class async_keyed_semaphore {
                         const key_equal& equal = key_equal())
       : executor_(ex),
         impl_(new impl_type(ex, checked_limit(permits_per_key), checked_shards(options.shards),
-                            options.max_waiters_per_key, hash, make_table_equal(equal))) {}
+                            options.max_waiters_per_key, checked_total(options.total_limit), hash,
+                            make_table_equal(equal))) {}
 
   /// Constructs a semaphore that uses `context.get_executor()`.
   // clang-format off
@@ -471,6 +472,22 @@ class async_keyed_semaphore {
   /// A key with only a limit override is not live.
   std::size_t key_count() const noexcept { return impl_->key_count(); }
 
+  /// `semaphore_options::total_limit`: `keysem::unbounded` when none was set.
+  std::size_t total_limit() const noexcept {
+    const std::uint32_t total = impl_->total_limit();
+    return total != 0 ? total : unbounded;
+  }
+
+  /// Permits granted to callers, summed over keys (with or without a total
+  /// limit). Like in_use(key), a snapshot: exact once nothing is in flight.
+  std::size_t total_in_use() const {
+    return impl_->total_limit() != 0 ? impl_->total_usage().in_use : impl_->stats().in_use;
+  }
+
+  /// Requests whose key admitted them and that wait for the total limit
+  /// (0 without one). They also count in waiting(key).
+  std::size_t total_waiting() const noexcept { return impl_->total_usage().waiting; }
+
   /// The usage counters (see semaphore_stats). Reads each shard under its
   /// lock, so it costs O(live keys); the hot paths pay nothing for it: the
   /// counters are per shard, written under the shard's lock or by its
@@ -546,6 +563,19 @@ class async_keyed_semaphore {
           "keysem::max_shards");
     }
     return shards;
+  }
+
+  // 0 inside: no total limit.
+  static std::uint32_t checked_total(std::size_t total) {
+    if (total == unbounded) {
+      return 0;
+    }
+    if (total == 0 || total > max_permits_per_key) {
+      throw std::invalid_argument(
+          "keysem::async_keyed_semaphore: semaphore_options::total_limit must be between 1 and "
+          "max_permits_per_key, or keysem::unbounded");
+    }
+    return static_cast<std::uint32_t>(total);
   }
 
   static std::uint32_t checked_limit(std::size_t permits) {

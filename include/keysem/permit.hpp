@@ -62,7 +62,7 @@ class basic_permit {
   /// (a release cannot fail, and the waiters could not be woken otherwise).
   void release() noexcept {
     if (auto* state = std::exchange(state_, nullptr)) {
-      state->release(std::exchange(count_, 0));
+      state->release_permit(std::exchange(count_, 0));
     }
   }
 

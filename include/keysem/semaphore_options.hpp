@@ -32,6 +32,17 @@ struct semaphore_options {
   /// exceeds the bound. 0: acquires never wait (granted at once, or
   /// queue_full). Whatever the bound, a key counts at most 2^29 - 1 waiters.
   std::size_t max_waiters_per_key = unbounded;
+
+  /// At most this many permits held across all keys at any instant, on top
+  /// of each key's own limit (`keysem::unbounded`: no total limit). 0, or a
+  /// value above `max_permits_per_key` other than `unbounded`, makes the
+  /// constructor throw std::invalid_argument. A request whose key admits it
+  /// but whose permits the total cannot give yet waits for the total, in one
+  /// FIFO across keys, holding its key's permits reserved meanwhile (so a
+  /// key never has more than its own limit waiting there); it still counts
+  /// in `waiting(key)` and against `max_waiters_per_key`, and not in
+  /// `in_use(key)` until granted. See docs/design.md, "The total limit".
+  std::size_t total_limit = unbounded;
 };
 
 }  // namespace keysem

@@ -128,8 +128,13 @@ class acquire_op final : public waiter_op {
       // The compare-and-swap comes first: until it succeeds the op may be
       // completing elsewhere and its key gone. Once it succeeds the op is
       // still registered, which keeps its key and shard alive.
-      if (!op_->try_cancel()) {
-        return;
+      switch (op_->request_cancel()) {
+        case waiter_op::cancel_outcome::too_late:
+          return;
+        case waiter_op::cancel_outcome::left_to_transfer:
+          return;  // on its way to the total: the transfer job completes it
+        case waiter_op::cancel_outcome::post_cancel_job:
+          break;
       }
       acquire_op* const op = op_;
       key_state_base& key = op->key();
@@ -213,7 +218,11 @@ class acquire_op final : public waiter_op {
     auto& self = static_cast<acquire_op&>(*base);
     self.error_ = ec;
     if (!ec) {
-      self.permit_ = permit_access::adopt(static_cast<key_state<Key>&>(self.key()), self.count());
+      auto& holder = static_cast<key_state<Key>&>(self.permit_key());
+      self.settle_granted();
+      self.permit_ = permit_access::adopt(holder, self.count());
+    } else {
+      self.abandon_stage();
     }
     // The semaphore's context has done its part (this runs on its strand):
     // its work goes now, as asio's own operations let go of their I/O

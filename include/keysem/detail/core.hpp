@@ -15,6 +15,7 @@ namespace keysem::detail {
 
 class shard_base;
 class semaphore_service;
+class key_state_base;
 
 // Owns the shards. The semaphore object holds the first reference; after the
 // semaphore is destroyed each shard that still has live keys (permits not
@@ -29,6 +30,10 @@ class core_base {
   core_base& operator=(const core_base&) = delete;
 
   std::uint32_t limit() const noexcept { return limit_; }
+
+  // The state of the semaphore's total limit (an unkeyed semaphore's, owned
+  // by this core), or null without one. Set before any key exists.
+  key_state_base* total_state() const noexcept { return total_state_; }
 
   bool is_stopped() const noexcept { return stop_.load(std::memory_order_acquire) != open; }
   bool is_closed() const noexcept { return stop_.load(std::memory_order_acquire) == closed; }
@@ -72,6 +77,8 @@ class core_base {
   virtual shard_base& shard_at(std::size_t index) noexcept = 0;
   virtual const shard_base& shard_at(std::size_t index) const noexcept = 0;
 
+  void set_total_state(key_state_base& state) noexcept { total_state_ = &state; }
+
   // Registers with the context's service; called once the shards exist.
   void attach(boost::asio::execution_context& context);
 
@@ -83,6 +90,7 @@ class core_base {
   void abort_all(const boost::system::error_code& ec);
 
   std::uint32_t limit_;
+  key_state_base* total_state_ = nullptr;
   std::atomic<int> stop_{open};
   std::atomic<bool> detached_{false};
   std::atomic<std::uint64_t> early_invalid_{0};

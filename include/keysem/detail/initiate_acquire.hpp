@@ -75,7 +75,7 @@ template <class Impl, class K>
 boost::system::error_code early_error(Impl& impl, const K& key, std::size_t n,
                                       bool needs_context) {
   boost::system::error_code ec;
-  if (n == 0 || n > key_word::max_permits) {
+  if (n == 0 || n > impl.max_request()) {
     ec = boost::asio::error::invalid_argument;
   } else if (impl.is_stopped()) {  // inline; stop_error() is a call into src/
     const auto stopped = impl.stop_error();
@@ -112,7 +112,9 @@ class acquire_starter {
         return post_result(handler, {}, permit_access::adopt(*result.state, count));
       case key_word::verdict::queued:
         // The clock is read only by an acquire that waits.
-        return wait(handler, *result.state, count, *shard, deadline.resolve());
+        return wait(handler, *result.state, count, nullptr, deadline.resolve());
+      case key_word::verdict::staged:  // its key's permits are reserved; the total is not free
+        return wait(handler, *result.state, count, impl_->total_state(), deadline.resolve());
       case key_word::verdict::queue_full:
         return post_result(handler, error::queue_full, permit());
       default:
@@ -139,31 +141,40 @@ class acquire_starter {
     post_result(handler, ec, permit());
   }
 
-  // The word counts this acquire as a waiter: queue an op on the strand.
+  // The word counts this acquire as a waiter: queue an op on the strand. A
+  // staged acquire (gate: the total's state) has its key's permits reserved
+  // and is registered as a waiter at the total: its op queues there.
   template <class Handler>
-  void wait(Handler& handler, key_state<Key>& state, std::uint32_t count, shard_base& shard,
+  void wait(Handler& handler, key_state<Key>& state, std::uint32_t count, key_state_base* gate,
             deadline_spec::clock::time_point deadline) {
     using op_type = acquire_op<Key, Handler, Executor>;
+    key_state_base& registered = gate != nullptr ? *gate : state;
     op_type* op = nullptr;
     try {
       op = &op_type::create(handler, state, count, *executor_);
     } catch (...) {
-      state.cancel_waiter_reservation();
+      if (gate != nullptr) {
+        state.leave_stage(count);
+      }
+      registered.cancel_waiter_reservation();
       throw;
     }
     op->set_deadline(deadline);
+    if (gate != nullptr) {
+      op->stage_at(*gate);
+    }
     // Before the enqueue job: a signal emitted after initiation then always
     // reaches the strand after the op is queued.
     try {
       op->install_cancellation();
     } catch (...) {
-      op->destroy();
-      state.cancel_waiter_reservation();
+      op->destroy();  // a staged op gives its key's reservation back
+      registered.cancel_waiter_reservation();
       throw;
     }
     // An enqueue job that cannot be posted destroys the op and gives back its
     // place in the word as it is dropped.
-    shard.post_job(enqueue_job(op), true);
+    registered.shard().post_job(enqueue_job(op), true);
   }
 
   // Completes without waiting; still through the handler's executor, never inline.

@@ -29,8 +29,10 @@ class shard_base;
 // (and with a std::string key the whole state is exactly one line).
 class alignas(64) key_state_base {
  public:
-  key_state_base(shard_base& shard, std::uint64_t word, std::uint32_t limit) noexcept
-      : word_(word), shard_(&shard), limit_(limit) {}
+  // capped: the semaphore has a total limit, which every grant on this key
+  // also takes (and every release gives back).
+  key_state_base(shard_base& shard, std::uint64_t word, std::uint32_t limit, bool capped = false) noexcept
+      : word_(word), shard_(&shard), limit_(limit | (capped ? capped_flag : 0)) {}
   key_state_base(const key_state_base&) = delete;
   key_state_base& operator=(const key_state_base&) = delete;
 
@@ -38,7 +40,20 @@ class alignas(64) key_state_base {
   shard_base& shard() const noexcept { return *shard_; }
 
   // The key's limit: the semaphore's permits_per_key() or its override.
-  std::uint32_t limit() const noexcept { return limit_.load(std::memory_order_relaxed); }
+  std::uint32_t limit() const noexcept {
+    return limit_.load(std::memory_order_relaxed) & ~capped_flag;
+  }
+
+  // Whether grants on this key also take the semaphore's total limit.
+  bool capped() const noexcept {
+    return (limit_.load(std::memory_order_relaxed) & capped_flag) != 0;
+  }
+
+  // Permits reserved by requests of this key that wait for the total: held
+  // in the word, not yet granted to a caller.
+  std::uint32_t staged() const noexcept { return staged_.load(std::memory_order_relaxed); }
+  // Shard lock held: a state created by a staged request reserves its permits.
+  void reserve_staged(std::uint32_t n) noexcept { staged_.fetch_add(n, std::memory_order_relaxed); }
 
   // Shard lock held. Changes the limit. Returns true when a drain must be
   // scheduled (call schedule_drain() once the lock is released): waiters
@@ -51,16 +66,40 @@ class alignas(64) key_state_base {
 
   // Shard lock held. Takes n permits if nobody waits and they fit (granted),
   // else busy; invalid when n is above the limit. (key_word::try_admit)
-  key_word::verdict try_take(std::uint32_t n) noexcept;
+  // A capped key takes them from the total too, or reports busy.
+  key_word::verdict try_take(std::uint32_t n) noexcept { return take(n, 0, false); }
 
   // Shard lock held. Takes n permits like try_take (granted), or else
   // registers one waiter in the word, closing the door to barging (queued):
   // the caller must then enqueue an op or call cancel_waiter_reservation().
-  // queue_full and invalid change nothing. (key_word::admit)
-  key_word::verdict take_or_register_waiter(std::uint32_t n, std::uint64_t max_waiting) noexcept;
+  // queue_full and invalid change nothing. (key_word::admit) A capped key
+  // whose permits are free but the total's are not reserves them and
+  // registers one waiter both here and at the total (staged): the caller
+  // must enqueue an op at the total, or call leave_stage() and the total's
+  // cancel_waiter_reservation().
+  key_word::verdict take_or_register_waiter(std::uint32_t n, std::uint64_t max_waiting) noexcept {
+    return take(n, max_waiting, true);
+  }
+
+  // Lock-free (the total's state is never reclaimed while its semaphore
+  // lives). The total's answer for a request its key grants: granted (taken),
+  // staged (a waiter registered at the total), busy (may not wait) or
+  // queue_full (the key's queue bound is 0).
+  key_word::verdict take_total(std::uint32_t n, std::uint64_t max_waiting, bool may_wait) noexcept;
+  // Gives back what take_total() took; never runs a drain inline.
+  void give_back_total(key_word::verdict taken, std::uint32_t n) noexcept;
 
   // Any thread. Gives back n held permits; hands them to waiters if any.
   void release(std::uint32_t n) noexcept;
+
+  // Any thread: a permit's release, which also gives the total back.
+  void release_permit(std::uint32_t n) noexcept;
+
+  // Any thread. A staged request granted by the total stops counting as a
+  // waiter (leave_stage_granted), or leaves without permits, giving its
+  // reservation back (leave_stage).
+  void leave_stage_granted(std::uint32_t n) noexcept;
+  void leave_stage(std::uint32_t n) noexcept;
 
   // Any thread. Undoes one take_or_register_waiter() that never got queued,
   // or accounts for a queued op that has left the queue.
@@ -107,13 +146,20 @@ class alignas(64) key_state_base {
   void subtract(std::uint64_t amount) noexcept;
   template <class Next>
   std::pair<std::uint64_t, std::uint64_t> transition(Next next) noexcept;
+  key_word::verdict take(std::uint32_t n, std::uint64_t max_waiting, bool may_wait) noexcept;
+  key_state_base* total() const noexcept;
+  bool stage_at_total(waiter_op& op, key_state_base& total, std::exception_ptr& failure);
+  void schedule_drain_from(bool may_dispatch);
+
+  static constexpr std::uint32_t capped_flag = 1u << 31;  // limits fit in 31 bits
 
   std::atomic<std::uint64_t> word_;
   shard_base* shard_;
   waiter_queue queue_;  // strand only
   // Written under the shard's lock, read by the lock-free paths and the
   // strand: a grant uses the limit in force when it is decided.
-  std::atomic<std::uint32_t> limit_;
+  std::atomic<std::uint32_t> limit_;  // and capped_flag
+  std::atomic<std::uint32_t> staged_{0};
 
 };
 
@@ -124,8 +170,8 @@ class key_state : public key_state_base {
  public:
   template <class K>
   key_state(shard_base& shard, std::uint64_t word, std::uint32_t limit, K&& key,
-            std::size_t /*hash*/)
-      : key_state_base(shard, word, limit), key_(std::forward<K>(key)) {}
+            std::size_t /*hash*/, bool capped = false)
+      : key_state_base(shard, word, limit, capped), key_(std::forward<K>(key)) {}
 
   const Key& key() const noexcept { return key_; }
 
@@ -141,14 +187,26 @@ class hashed_key_state final : public key_state<Key> {
  public:
   template <class K>
   hashed_key_state(shard_base& shard, std::uint64_t word, std::uint32_t limit, K&& key,
-                   std::size_t hash)
-      : key_state<Key>(shard, word, limit, std::forward<K>(key), hash), hash_(hash) {}
+                   std::size_t hash, bool capped = false)
+      : key_state<Key>(shard, word, limit, std::forward<K>(key), hash, capped), hash_(hash) {}
 
   std::size_t hash() const noexcept { return hash_; }
 
  private:
   std::size_t hash_;
 };
+
+inline void waiter_op::settle_granted() noexcept {
+  if (origin_ != nullptr) {
+    std::exchange(origin_, nullptr)->leave_stage_granted(count_);
+  }
+}
+
+inline void waiter_op::abandon_stage() noexcept {
+  if (origin_ != nullptr) {
+    std::exchange(origin_, nullptr)->leave_stage(count_);
+  }
+}
 
 }  // namespace keysem::detail
 

@@ -56,6 +56,8 @@ enum class verdict {
   busy,        // try_acquire only: the permits are not free now
   queue_full,  // it would have to wait, and the queue is at its bound
   invalid,     // n is 0 or above the key's limit: it could never be granted
+  staged,      // with a total limit: the key's permits are taken and one waiter
+               // is registered, and the request waits for the total
 };
 
 // An acquire of n permits: granted when nobody waits and they fit (no
@@ -125,6 +127,32 @@ constexpr std::uint64_t granted_from_queue(std::uint64_t word, std::uint64_t n) 
 // A registered waiter that leaves without permits (cancelled, timed out,
 // failed, or never queued).
 constexpr std::uint64_t left_queue(std::uint64_t word) noexcept { return word - one_waiter; }
+
+// With a total limit, a request its key admits but the total holds back
+// waits at the total with the key's permits reserved: it holds them, and
+// still counts as a waiter of its key (waiting(key) and the queue bound
+// count it; no request of the key overtakes it).
+
+// A request granted by its key (word before the grant) that must wait for
+// the total: the key's permits, and one waiter.
+constexpr std::uint64_t staged(std::uint64_t word, std::uint64_t n) noexcept {
+  return word + n + one_waiter;
+}
+
+// The queue's head granted n permits by its key, moving on to wait for the
+// total: it keeps its waiter registration.
+constexpr std::uint64_t staged_from_queue(std::uint64_t word, std::uint64_t n) noexcept {
+  return word + n;
+}
+
+// A staged request granted by the total: it stops waiting, keeping its permits.
+constexpr std::uint64_t granted_from_stage(std::uint64_t word) noexcept { return word - one_waiter; }
+
+// A staged request that leaves without permits: its reservation and its
+// waiter go; asks for a drain when others wait.
+constexpr std::uint64_t left_stage(std::uint64_t word, std::uint64_t n) noexcept {
+  return released(word - one_waiter, n);
+}
 
 }  // namespace keysem::detail::key_word
 

@@ -124,7 +124,8 @@ class keyed_shard final : public shard_base {
       result.verdict = policy.may_wait() ? key_word::admit(0, n, key_policy)
                                        : key_word::try_admit(0, n, key_policy);
       if (result.verdict == key_word::verdict::granted) {
-        result.state = create_locked(std::forward<K>(key), hash, n, limit);
+        result.verdict = create_granted_locked(std::forward<K>(key), hash, n, limit, policy,
+                                               result.state);
       }
     }
     count_admission_locked(result.verdict, policy.request);
@@ -200,13 +201,44 @@ class keyed_shard final : public shard_base {
   using table_hash = state_hash<Key, Hash>;
   using table_equal = state_equal<Key, KeyEqual, state_type>;
 
-  // Lock held. Creates the state of a key granted n permits on its first use.
+  // Lock held. A key's first request, which its (empty) word grants: with a
+  // total limit, the total decides too (granted, staged, busy, queue_full);
+  // the state is created when the request takes or reserves permits.
   template <class K>
-  state_type* create_locked(K&& key, std::size_t hash, std::uint32_t n, std::uint32_t limit) {
+  key_word::verdict create_granted_locked(K&& key, std::size_t hash, std::uint32_t n,
+                                          std::uint32_t limit, const admission_policy& policy,
+                                          key_state<Key>*& created) {
+    key_state_base* const gate = core().total_state();
+    const key_word::verdict at_total =
+        gate != nullptr ? gate->take_total(n, policy.max_waiting, policy.may_wait())
+                        : key_word::verdict::granted;
+    if (at_total != key_word::verdict::granted && at_total != key_word::verdict::staged) {
+      return at_total;
+    }
+    const std::uint64_t word =
+        at_total == key_word::verdict::staged ? key_word::staged(0, n) : key_word::apply(0, n, at_total);
+    try {
+      created = create_locked(std::forward<K>(key), hash, word, limit, gate != nullptr);
+    } catch (...) {
+      if (gate != nullptr) {
+        gate->give_back_total(at_total, n);
+      }
+      throw;
+    }
+    if (at_total == key_word::verdict::staged) {
+      created->reserve_staged(n);
+    }
+    return at_total;
+  }
+
+  // Lock held. Creates the state of a key with its first word.
+  template <class K>
+  state_type* create_locked(K&& key, std::size_t hash, std::uint64_t word, std::uint32_t limit,
+                            bool capped) {
     void* memory = allocate_state();
     state_type* state = nullptr;
     try {
-      state = new (memory) state_type(*this, n, limit, std::forward<K>(key), hash);
+      state = new (memory) state_type(*this, word, limit, std::forward<K>(key), hash, capped);
       table_.insert(state);
     } catch (...) {
       if (state != nullptr) {
@@ -230,7 +262,9 @@ class keyed_shard final : public shard_base {
 
   static key_usage usage_of(const key_state_base& state) noexcept {
     const std::uint64_t word = state.word();
-    return {key_word::held(word), key_word::waiters(word), state.limit()};
+    const std::uint64_t held = key_word::held(word);
+    const std::uint64_t staged = state.staged();  // reserved, not yet granted to a caller
+    return {held > staged ? held - staged : 0, key_word::waiters(word), state.limit()};
   }
 
   // The user's overrides of permits_per_key(), looked up by precomputed hash.

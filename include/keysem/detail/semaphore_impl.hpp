@@ -3,7 +3,9 @@
 #define KEYSEM_DETAIL_SEMAPHORE_IMPL_HPP
 
 #include <keysem/detail/core.hpp>
+#include <keysem/detail/executors.hpp>
 #include <keysem/detail/keyed_shard.hpp>
+#include <keysem/detail/unkeyed_impl.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/execution/context.hpp>
@@ -22,50 +24,16 @@
 
 namespace keysem::detail {
 
-// A shard's strand. Over the usual io_context or thread_pool executor, the
-// strand is built on the concrete executor rather than on the type-erased
-// one: it then fits any_io_executor's small buffer, and every strand pass
-// saves the allocations and indirect calls of two layers of type erasure.
-// Compiled in src/out_of_line.cpp: wrapping three strand types in
-// any_io_executor here cost every including translation unit about two
-// seconds of compile time (see "Compile time" in docs/benchmarks.md).
-boost::asio::any_io_executor make_shard_strand(const boost::asio::any_io_executor& ex);
-
-// Any other executor (the non-template overload wins for any_io_executor).
-template <class Executor>
-boost::asio::any_io_executor make_shard_strand(const Executor& ex) {
-  return boost::asio::make_strand(ex);
-}
-
-// The executor a semaphore built on an execution context uses. An io_context
-// with the default any_io_executor, the common case, is converted in
-// src/out_of_line.cpp: the conversion instantiates any_io_executor's
-// function tables for the io_context executor and its variants.
-// (execution_context.hpp declares boost::asio::io_context.)
-boost::asio::any_io_executor io_context_executor(boost::asio::io_context& context);
-
-template <class Executor, class ExecutionContext>
-Executor executor_of(ExecutionContext& context) {
-  if constexpr (std::is_same_v<Executor, boost::asio::any_io_executor> &&
-                std::is_same_v<ExecutionContext, boost::asio::io_context>) {
-    return io_context_executor(context);
-  } else {
-    return Executor(context.get_executor());
-  }
-}
-
-// Default shard count: a few per hardware thread, so that keys on different
-// threads rarely meet on one shard's lock (src/out_of_line.cpp).
-std::size_t default_shard_count() noexcept;
-
 template <class Key, class Hash, class KeyEqual>
 class semaphore_impl final : public core_base {
  public:
   using shard_type = keyed_shard<Key, Hash, KeyEqual>;
 
+  // total_limit == 0: no total limit.
   template <class Executor>
   semaphore_impl(const Executor& ex, std::uint32_t limit, std::size_t shards,
-                 std::uint64_t max_waiting, const Hash& hash, const KeyEqual& equal)
+                 std::uint64_t max_waiting, std::uint32_t total_limit, const Hash& hash,
+                 const KeyEqual& equal)
       : core_base(limit),
         max_waiting_(max_waiting),
         hash_(hash),
@@ -73,6 +41,10 @@ class semaphore_impl final : public core_base {
         shards_(std::allocator<shard_type>().allocate(count_)) {
     std::size_t built = 0;
     try {
+      if (total_limit != 0) {
+        total_ = new unkeyed_impl(ex, total_limit);
+        set_total_state(total_->state());
+      }
       for (; built < count_; ++built) {
         new (&shards_[built]) shard_type(*this, make_shard_strand(ex), hash, equal);
       }
@@ -81,8 +53,35 @@ class semaphore_impl final : public core_base {
       attach(boost::asio::query(ex, boost::asio::execution::context));
     } catch (...) {
       destroy_shards(built);
+      release_total();
       throw;
     }
+  }
+
+  // The largest n a request may ask for: the total limit, if any.
+  std::uint32_t max_request() const noexcept {
+    return total_ != nullptr ? total_->limit() : key_word::max_permits;
+  }
+
+  // The total limit (0 without one), the permits it has granted and the
+  // requests waiting for it.
+  std::uint32_t total_limit() const noexcept { return total_ != nullptr ? total_->limit() : 0; }
+  key_usage total_usage() const noexcept { return total_ != nullptr ? total_->usage() : key_usage{}; }
+
+  // close() and the semaphore's destruction reach the total too. The total
+  // goes first on destruction: shut_down() may delete this core, and with
+  // it the total's last owner.
+  void close() {
+    core_base::close();
+    if (total_ != nullptr) {
+      total_->close();
+    }
+  }
+  void shut_down() noexcept {
+    if (total_ != nullptr) {
+      total_->shut_down();
+    }
+    core_base::shut_down();
   }
 
   std::size_t hash(const auto& key) const { return hash_(key); }
@@ -117,6 +116,9 @@ class semaphore_impl final : public core_base {
     for (std::size_t i = 0; i < count_; ++i) {
       shards_[i].add_to(result);
     }
+    if (total_ != nullptr) {
+      total_->add_waited_outcomes(result);
+    }
     return result;
   }
 
@@ -128,7 +130,18 @@ class semaphore_impl final : public core_base {
   }
 
  private:
-  ~semaphore_impl() override { destroy_shards(count_); }
+  // Every key is gone, so no permit of the total is held and nothing waits
+  // for it.
+  ~semaphore_impl() override {
+    destroy_shards(count_);
+    release_total();
+  }
+
+  void release_total() noexcept {
+    if (total_ != nullptr) {
+      std::exchange(total_, nullptr)->release_owner();
+    }
+  }
 
   // The table inside a shard positions by the high bits of the hash and
   // filters by the low byte: pick the shard from the bits in between, and mix
@@ -153,6 +166,7 @@ class semaphore_impl final : public core_base {
   const shard_base& shard_at(std::size_t index) const noexcept override { return shards_[index]; }
 
   std::uint64_t max_waiting_;
+  unkeyed_impl* total_ = nullptr;  // the total limit's semaphore, owned (see release_total)
   [[no_unique_address]] Hash hash_;
   std::size_t count_;
   shard_type* shards_;

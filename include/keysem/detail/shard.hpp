@@ -154,6 +154,7 @@ class alignas(64) shard_base {
         ++locked_counts_.invalid_argument;
         break;
       case key_word::verdict::queued:
+      case key_word::verdict::staged:
         break;  // counted when it completes
     }
   }

@@ -3,7 +3,7 @@
 #define KEYSEM_DETAIL_UNKEYED_IMPL_HPP
 
 #include <keysem/detail/core.hpp>
-#include <keysem/detail/semaphore_impl.hpp>
+#include <keysem/detail/executors.hpp>
 #include <keysem/detail/unkeyed_shard.hpp>
 
 #include <boost/asio/execution/context.hpp>
@@ -31,6 +31,14 @@ class unkeyed_impl final : public core_base {
   }
 
   key_usage usage(no_key = {}) const noexcept { return shard_.usage(); }
+
+  // The largest n a request may ask for (larger ones are invalid at once).
+  std::uint32_t max_request() const noexcept { return key_word::max_permits; }
+
+  key_state_base& state() noexcept { return shard_.state(); }
+  void add_waited_outcomes(semaphore_stats& stats) const noexcept {
+    shard_.add_waited_outcomes(stats);
+  }
 
   semaphore_stats stats() const {
     semaphore_stats result;

@@ -55,6 +55,17 @@ class unkeyed_shard final : public shard_base {
   // the shard's reference back. Touches nothing afterwards.
   void drop_owner() noexcept { state_.drop_owner(); }
 
+  key_state_base& state() noexcept { return state_; }
+
+  // The outcomes of the acquires that waited here (the total limit of a
+  // keyed semaphore counts only those: the rest are its keys').
+  void add_waited_outcomes(semaphore_stats& stats) const noexcept {
+    const std::size_t keys = stats.keys;
+    std::lock_guard guard(lock_);
+    add_counters_locked(stats);
+    stats.keys = keys;
+  }
+
   void add_to(semaphore_stats& stats) const noexcept {
     {
       std::lock_guard guard(lock_);
@@ -90,6 +101,7 @@ class unkeyed_shard final : public shard_base {
         counter = &counts_.invalid;
         break;
       case key_word::verdict::queued:
+      case key_word::verdict::staged:
         break;  // counted when it completes
     }
     if (counter != nullptr) {

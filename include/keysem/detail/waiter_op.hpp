@@ -19,7 +19,13 @@ class key_state_base;
 // by one compare-and-swap on status_, whichever thread gets there first.
 class waiter_op {
  public:
-  enum class status : int { waiting, cancelled, claimed };
+  enum class status : int {
+    waiting,
+    cancelled,
+    claimed,
+    transferring,          // on its way from its key's queue to the total's (total limit)
+    transfer_cancelled,    // ... and cancelled on the way: the transfer job finishes it
+  };
 
   // Posts the completion to the handler's executor; ownership moves with it.
   // A default error_code means granted: the op turns into a permit.
@@ -34,6 +40,38 @@ class waiter_op {
   // waiting -> cancelled: the caller must send the op to its cancel job.
   bool try_cancel() noexcept { return transition_from_waiting(status::cancelled); }
 
+  // What a cancellation signal does to the op: waiting -> cancelled (send it
+  // to its cancel job), transferring -> transfer_cancelled (the transfer job
+  // finishes it), anything else: too late, the op is granted or leaving.
+  enum class cancel_outcome { post_cancel_job, left_to_transfer, too_late };
+  cancel_outcome request_cancel() noexcept {
+    status current = status_.load(std::memory_order_acquire);
+    for (;;) {
+      const status to = current == status::waiting        ? status::cancelled
+                        : current == status::transferring ? status::transfer_cancelled
+                                                          : current;
+      if (to == current) {
+        return cancel_outcome::too_late;
+      }
+      if (status_.compare_exchange_weak(current, to, std::memory_order_acq_rel,
+                                        std::memory_order_acquire)) {
+        return to == status::cancelled ? cancel_outcome::post_cancel_job
+                                       : cancel_outcome::left_to_transfer;
+      }
+    }
+  }
+
+  // waiting -> transferring: the key's strand moves the op to the total.
+  bool try_transfer() noexcept { return transition_from_waiting(status::transferring); }
+
+  // transferring -> waiting, on the total's strand; false if it was
+  // cancelled on the way.
+  bool resume_transfer() noexcept {
+    status expected = status::transferring;
+    return status_.compare_exchange_strong(expected, status::waiting, std::memory_order_acq_rel,
+                                           std::memory_order_acquire);
+  }
+
   // cancelled -> waiting, by the thread whose try_cancel() succeeded, when the
   // cancel job could not be posted: the op waits on as if never cancelled.
   void undo_cancel() noexcept { status_.store(status::waiting, std::memory_order_release); }
@@ -42,7 +80,25 @@ class waiter_op {
     return status_.load(std::memory_order_acquire) == status::cancelled;
   }
 
+  // The state whose queue (and strand) the op is in: its key's, or, once
+  // its key has reserved its permits, the total's.
   key_state_base& key() const noexcept { return *key_; }
+
+  // The key whose permits the op gets: its own key, before and after it
+  // waited at the total.
+  key_state_base& permit_key() const noexcept { return origin_ != nullptr ? *origin_ : *key_; }
+
+  // Its key reserved its permits (and counts it as a waiter): the op now
+  // waits in total's queue. Before the op is visible to the total's strand.
+  void stage_at(key_state_base& total) noexcept {
+    origin_ = key_;
+    key_ = &total;
+  }
+
+  // The total granted the op: its key stops counting it as a waiter.
+  void settle_granted() noexcept;
+  // The op leaves without permits: its key's reservation goes.
+  void abandon_stage() noexcept;
   std::uint32_t count() const noexcept { return count_; }
 
   using clock = std::chrono::steady_clock;
@@ -74,7 +130,8 @@ class waiter_op {
   waiter_op(key_state_base& key, std::uint32_t count, complete_fn complete,
             destroy_fn destroy) noexcept
       : key_(&key), count_(count), complete_(complete), destroy_(destroy) {}
-  ~waiter_op() = default;
+  // A staged op destroyed unrun gives its key's reservation back.
+  ~waiter_op() { abandon_stage(); }
 
  private:
   friend class waiter_queue;
@@ -89,6 +146,7 @@ class waiter_op {
   waiter_op* prev_ = nullptr;
   bool linked_ = false;
   key_state_base* key_;
+  key_state_base* origin_ = nullptr;  // the key, while its reservation waits for the total
   std::uint32_t count_;
   clock::time_point deadline_ = no_deadline;
   std::atomic<status> status_{status::waiting};
