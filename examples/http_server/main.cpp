@@ -61,7 +61,8 @@ class http_server {
                   tcp::endpoint(asio::ip::make_address("127.0.0.1"), options.port)),
         limiter_(ctx, options.limit,
                  keysem::semaphore_options{.shards = 0,
-                                           .max_waiters_per_key = options.max_waiting}) {
+                                           .max_waiters_per_key = options.max_waiting,
+                                           .total_limit = options.total}) {
     for (const auto& [tenant, limit] : options.tiers) {
       limiter_.set_limit(tenant, limit);  // paying tenants; everyone else gets options.limit
     }
@@ -234,6 +235,12 @@ class http_server {
         << "# HELP keysem_waiting_acquires Acquires queued, all tenants.\n"
         << "# TYPE keysem_waiting_acquires gauge\n"
         << "keysem_waiting_acquires " << stats.waiting << '\n'
+        << "# HELP keysem_total_in_use Requests in progress, all tenants (bounded by --total).\n"
+        << "# TYPE keysem_total_in_use gauge\n"
+        << "keysem_total_in_use " << limiter_.total_in_use() << '\n'
+        << "# HELP keysem_total_waiting Requests their tenant admitted that wait for --total.\n"
+        << "# TYPE keysem_total_waiting gauge\n"
+        << "keysem_total_waiting " << limiter_.total_waiting() << '\n'
         << "# HELP keysem_permits_per_key The limit of tenants without a tier.\n"
         << "# TYPE keysem_permits_per_key gauge\n"
         << "keysem_permits_per_key " << limiter_.permits_per_key() << '\n'

@@ -87,7 +87,7 @@ const char* usage() {
          "  keysem_example_http_server serve [server options] [--port-file F]\n"
          "  keysem_example_http_server load --port P [--seconds S]\n"
          "server options: --port P, --limit N, --tier TENANT=N (repeatable), --tiers FILE,\n"
-         "                --max-waiting N, --timeout-ms N, --threads N\n";
+         "                --max-waiting N, --total N, --timeout-ms N, --threads N\n";
 }
 
 command_line parse_command_line(int argc, char** argv) {
@@ -117,6 +117,8 @@ command_line parse_command_line(int argc, char** argv) {
       parse_tiers_file(cmd.server, value);
     } else if (name == "--max-waiting") {
       cmd.server.max_waiting = number(name, value);
+    } else if (name == "--total") {
+      cmd.server.total = positive(name, value);
     } else if (name == "--timeout-ms") {
       cmd.server.acquire_timeout = std::chrono::milliseconds(number(name, value, 3'600'000));
     } else if (name == "--threads") {

@@ -11,12 +11,15 @@
 //   --tier T=N         tenant T may run N concurrent requests (repeatable)
 //   --tiers FILE       one "tenant limit" pair per line; '#' starts a comment
 //   --max-waiting N    requests that may queue per tenant before 429 (default 8)
+//   --total N          requests in progress over all tenants (default: no total)
 //   --timeout-ms N     queued longer than this: 503 (default 100)
 //   --threads N        threads running the server (default 2)
 //
 // A tenant named by --tier or --tiers more than once keeps its last limit.
 #ifndef KEYSEM_EXAMPLE_HTTP_OPTIONS_HPP
 #define KEYSEM_EXAMPLE_HTTP_OPTIONS_HPP
+
+#include <keysem/semaphore_options.hpp>
 
 #include <chrono>
 #include <cstddef>
@@ -29,6 +32,7 @@ struct server_options {
   std::size_t limit = 4;                           // permits per tenant without a tier
   std::map<std::string, std::size_t> tiers;       // paying tenants → their own limits
   std::size_t max_waiting = 8;                     // queued requests per tenant before 429
+  std::size_t total = keysem::unbounded;           // requests in progress over all tenants
   std::chrono::milliseconds acquire_timeout{100};  // queued longer than this: 503
   std::size_t threads = 2;
   std::size_t metrics_top = 10;  // /metrics lists this many of the busiest tenants
