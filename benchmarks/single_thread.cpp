@@ -110,6 +110,52 @@ void w2_post(benchmark::State& state) {
 }
 
 // ---------------------------------------------------------------------------
+// W1/W2 with semaphore_options::total_limit set, beside the same workloads
+// without it (keysem only: the baselines have no total). The total is never
+// reached: this is the price of the second level on the immediate path.
+// ---------------------------------------------------------------------------
+keysem::semaphore_options total_options(bool capped) {
+  keysem::semaphore_options options;
+  if (capped) {
+    options.total_limit = 1'000'000;
+  }
+  return options;
+}
+
+template <bool capped>
+void w1_total(benchmark::State& state) {
+  asio::io_context ctx;
+  keysem::keyed_semaphore sem(ctx, 4, total_options(capped));
+  const std::string key = key_for(1);
+  auto keep = sem.try_acquire(key);
+  for (auto _ : state) {
+    auto p = sem.try_acquire(key);
+    if (!p) [[unlikely]] {
+      state.SkipWithError("try_acquire failed");
+      break;
+    }
+    benchmark::DoNotOptimize(p);
+  }
+  report_ops(state, 1);
+}
+
+template <bool capped>
+void w2_total(benchmark::State& state) {
+  asio::io_context ctx;
+  keysem::keyed_semaphore sem(ctx, 4, total_options(capped));
+  const std::string key = key_for(2);
+  auto keep = sem.try_acquire(key);
+  run_on(ctx, [&]() -> asio::awaitable<void> {
+    { auto warm = co_await sem.acquire(key); }
+    for (auto _ : state) {
+      auto p = co_await sem.acquire(key);
+      benchmark::DoNotOptimize(p);
+    }
+  });
+  report_ops(state, 1);
+}
+
+// ---------------------------------------------------------------------------
 // W3: contended hand-off on one thread. 8 coroutines share one key with a
 // limit of 1; each acquires, yields once (co_await post), releases.
 // ---------------------------------------------------------------------------
@@ -290,6 +336,10 @@ void register_benchmarks() {
     add("W2.acquire_deferred/" + impl, w2_acquire<Sem, asio::deferred_t>);
     add("W2.acquire_use_awaitable/" + impl, w2_acquire<Sem, asio::use_awaitable_t<>>);
   });
+  add("W1.total_limit_unset/keysem", w1_total<false>);
+  add("W1.total_limit_set/keysem", w1_total<true>);
+  add("W2.total_limit_unset/keysem", w2_total<false>);
+  add("W2.total_limit_set/keysem", w2_total<true>);
   for_each_impl([]<class Sem>() { add("W3.handoff/" + std::string(impl_name<Sem>()), w3_handoff<Sem>); });
   for_each_impl([]<class Sem>() {
     const std::string impl = impl_name<Sem>();
