@@ -11,8 +11,9 @@
 //   then 4 bytes per step, at most 256 steps:
 //   [0] kind (mod 16: the order of keysem::model::kind, set_limit and
 //       reset_limit last)
-//   [1] key (low 2 bits mod keys), count (high nibble: 14 -> limit+1,
-//       15 -> 0, else 1 + x % limit; set_limit: 1 + x % (limit + 1))
+//   [1] key (low 2 bits mod keys), an acquire's deadline already past
+//       (bit 2), count (high nibble: 14 -> limit+1, 15 -> 0, else
+//       1 + x % limit; set_limit: 1 + x % (limit + 1))
 //   [2] token (low nibble mod 9), signal type (bits 4-6 mod 5), cancellable (bit 7)
 //   [3] handler action (low 3 bits), its key / target (high bits)
 #include "../model/checker.hpp"
@@ -54,6 +55,7 @@ sequence decode(const std::uint8_t* data, std::size_t size) {
     s.then.target = b[3] >> 3;
     s.then.type = static_cast<sig>(1 + (b[3] >> 3) % 4);
     s.target = b[3];
+    s.past_deadline = s.what == kind::acquire && (b[1] & 4) != 0;
     seq.steps.push_back(s);
   }
   return seq;

@@ -268,6 +268,7 @@ inline sequence shrink(sequence seq, const std::function<bool(const sequence&)>&
         if (print(s) != print(seq.steps[i])) variants.push_back(s);
       };
       variant([](step& s) { s.then = handler_action{}; });
+      variant([](step& s) { s.past_deadline = false; });
       variant([](step& s) { s.cancellable = false; });
       variant([](step& s) { s.tok = token::callback; });
       variant([](step& s) { s.n = 1; });

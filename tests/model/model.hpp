@@ -37,6 +37,18 @@
 // overrides, live or not), the FIFO queue, and semaphore_stats, counted when
 // the semaphore decides an outcome.
 //
+// Deadlines: an acquire step may carry a deadline already in the past
+// (acquire_until(key, n, now - 1h)). Granted at once it is a plain acquire;
+// otherwise its enqueue job adds it to the shard's deadline heap and arms the
+// shard's timer (the context's first timer puts the scheduler's reactor task
+// at the back of context 0's queue). The reactor task is an entry of the
+// FIFO: when do_poll_one finds it at the front it runs the reactor, which
+// queues every pending (always expired) wait at the back, by expiry, then the
+// task again; poll_one returns 0 if the task is then at the front. A wait
+// cancelled (heap emptied, expires_at) is queued at once. The timer's handler
+// is dispatched to the shard's strand, where the current generation times
+// out the whole heap (each: timed_out posted, then a grant pass).
+//
 // One order is left open by the contract: a close/destroy job completes the
 // queued ops of every key of its shard, FIFO within a key, keys in an
 // unspecified order (the table's). The model does not guess it: the real
@@ -62,7 +74,7 @@
 
 namespace keysem::model {
 
-enum class ec_kind : std::uint8_t { ok, closed, aborted, invalid, queue_full };
+enum class ec_kind : std::uint8_t { ok, closed, aborted, invalid, queue_full, timed_out };
 
 inline const char* name(ec_kind e) {
   switch (e) {
@@ -71,6 +83,7 @@ inline const char* name(ec_kind e) {
     case ec_kind::aborted: return "operation_aborted";
     case ec_kind::invalid: return "invalid_argument";
     case ec_kind::queue_full: return "queue_full";
+    case ec_kind::timed_out: return "timed_out";
   }
   return "?";
 }
@@ -138,6 +151,7 @@ class model {
     // user strand. The user strand is created before the semaphore, so the
     // strand service lists it last (it lists newest first).
     strands_.resize(static_cast<std::size_t>(shards_) + 1);
+    timers_.resize(static_cast<std::size_t>(shards_));
   }
 
   // The handlers the real system invoked during the step about to be
@@ -214,7 +228,7 @@ class model {
   long apply(const step& s, const resolved& r) {
     switch (s.what) {
       case kind::acquire:
-        start_op(s.key, s.n, s.tok, s.cancellable, s.then);
+        start_op(s.key, s.n, s.tok, s.cancellable, s.then, s.past_deadline);
         return -1;
       case kind::defer:
         deferred_.push_back({s.key, s.n, false});
@@ -303,7 +317,16 @@ class model {
 
   bool sem_alive() const { return sem_alive_; }
   bool ctx_alive(int c) const { return ctx_[c].alive; }
-  std::size_t queued(int c) const { return ctx_[c].q.size(); }
+  // Handlers queued on context c, and timer waits that become handlers at
+  // its next reactor run (the reactor task itself is not a handler).
+  std::size_t queued(int c) const {
+    std::size_t n = static_cast<std::size_t>(std::count_if(
+        ctx_[c].q.begin(), ctx_[c].q.end(), [](const item& it) { return it.what != item_kind::task; }));
+    if (c == 0) {
+      for (const shard_timer& t : timers_) n += t.wait_pending ? 1 : 0;
+    }
+    return n;
+  }
   std::size_t table_size() const { return table_.size(); }
   std::size_t op_count() const { return ops_.size(); }
   token op_token(int id) const { return ops_[static_cast<std::size_t>(id)].tok; }
@@ -404,9 +427,26 @@ class model {
     int final_count = 0;
     enum class coro_state { none, not_started, awaiting, done } coro = coro_state::none;
     bool collected = false;  // futures
+    bool timed = false;  // acquire_until with a deadline in the past
+    long stamp = 0;      // the order its deadline was taken in (deadlines only grow)
+    bool in_heap = false;
   };
 
-  enum class job_kind { enqueue, drain, cancel, abort, call, group_call };
+  // A shard's deadline heap and its timer (src/deadline_queue.cpp), and the
+  // timer's one pending wait in the reactor's timer queue. Every deadline is
+  // in the past, so a pending wait is always expired.
+  struct shard_timer {
+    std::vector<int> heap;  // op ids by deadline (stamp)
+    bool created = false;
+    bool armed = false;      // armed_for_ != no_deadline
+    long armed_for = 0;      // the stamp it is armed for
+    long generation = 0;
+    bool wait_pending = false;  // in the reactor's timer queue, not yet ready
+    long wait_generation = 0;
+    long wait_stamp = 0;        // the wait's expiry, ordering the reactor's timer queue
+  };
+
+  enum class job_kind { enqueue, drain, cancel, abort, call, group_call, fire };
   struct job {
     job_kind what;
     int op = -1;  // the op; the batch for group_call
@@ -419,7 +459,10 @@ class model {
     bool running = false;
     std::deque<job> ready, waiting;
   };
-  enum class item_kind { invoker, call, group_call, batch_slot, coro_start, coro_emit, noop };
+  // task: the scheduler's reactor task (in the queue once the context has a
+  // timer service); timer: a timer wait's completion (strand = shard, op =
+  // its generation).
+  enum class item_kind { invoker, call, group_call, batch_slot, coro_start, coro_emit, noop, task, timer };
   struct item {
     item_kind what;
     int strand = -1;
@@ -431,6 +474,9 @@ class model {
   struct batch {
     std::map<int, std::deque<int>> ops[3];
     std::deque<int> silent[3];  // detached ops: they log nothing, so they fill in
+    // Timer waits cancelled by the job (a shard's heap emptied): context-0
+    // slots that log nothing either, (shard, generation).
+    std::deque<std::pair<int, long>> timer_cancels;
     bool strand_invoker_pending = false;  // one of the context-0 slots is the user strand's invoker
     int current[3] = {-1, -1, -1};
     std::vector<int> seen[3];
@@ -438,6 +484,7 @@ class model {
   };
   struct context {
     bool alive = true;
+    bool reactor = false;  // the reactor task is in q
     int depth = 0;  // > 0 while this thread runs one of its handlers
     std::deque<item> q;
   };
@@ -593,12 +640,19 @@ class model {
         emit_now(it.op, it.type);
         break;
       case item_kind::noop:
+      case item_kind::task:
+        break;
+      case item_kind::timer:
+        timer_completion(it.strand, it.op);
         break;
     }
     --ctx_[c].depth;
   }
 
   long poll(int c, bool one) {
+    // Without the reactor task in the queue this is the plain FIFO below;
+    // a handler may add the task (the context's first timer).
+    return poll_with_reactor(c, one);
     long ran = 0;
     while (!ctx_[c].q.empty()) {
       const item it = ctx_[c].q.front();
@@ -608,6 +662,153 @@ class model {
       if (one) break;
     }
     return ran;
+  }
+
+  // asio 1.81 scheduler::poll / poll_one once the reactor task is in the
+  // queue (do_poll_one): the task is an entry of the FIFO like any handler.
+  // When it reaches the front it is popped and the reactor runs (timeout 0):
+  // the expired timer waits (here: every pending wait, by expiry) are queued
+  // at the back, then the task again. If the task is then at the front
+  // nothing else was ready and the call returns 0; otherwise the front
+  // handler runs. poll() repeats do_poll_one until it returns 0. Verified
+  // against the real context: an already expired wait is collected by the
+  // first reactor run after async_wait (timerfd, armed with an absolute time
+  // in the past).
+  long poll_with_reactor(int c, bool one) {
+    long ran = 0;
+    for (;;) {
+      context& ctx = ctx_[c];
+      if (ctx.q.empty()) return ran;
+      if (ctx.q.front().what == item_kind::task) {
+        ctx.q.pop_front();
+        run_reactor(c);
+        ctx.q.push_back({item_kind::task});
+        if (ctx.q.front().what == item_kind::task) return ran;
+      }
+      const item it = ctx.q.front();
+      ctx.q.pop_front();
+      run_item(c, it);
+      ++ran;
+      if (one) return ran;
+    }
+  }
+
+  void run_reactor(int c) {
+    if (c != 0) return;
+    std::vector<int> ready;
+    for (int s = 0; s < shards_; ++s) {
+      if (timers_[static_cast<std::size_t>(s)].wait_pending) ready.push_back(s);
+    }
+    std::sort(ready.begin(), ready.end(), [&](int a, int b) {
+      return timers_[static_cast<std::size_t>(a)].wait_stamp < timers_[static_cast<std::size_t>(b)].wait_stamp;
+    });
+    for (int s : ready) {
+      shard_timer& t = timers_[static_cast<std::size_t>(s)];
+      t.wait_pending = false;
+      post_item(0, {item_kind::timer, s, static_cast<int>(t.wait_generation)});
+    }
+  }
+
+  // ------------------------------------------------------------------------
+  // Deadlines (src/deadline_queue.cpp, key_state::time_out)
+  // ------------------------------------------------------------------------
+  void heap_add(int s, int id) {
+    shard_timer& t = timers_[static_cast<std::size_t>(s)];
+    op& o = ops_[static_cast<std::size_t>(id)];
+    auto at = std::find_if(t.heap.begin(), t.heap.end(),
+                           [&](int other) { return ops_[static_cast<std::size_t>(other)].stamp > o.stamp; });
+    t.heap.insert(at, id);
+    o.in_heap = true;
+    arm(s);
+  }
+
+  void heap_remove(op& o) {
+    if (!o.in_heap) return;
+    o.in_heap = false;
+    shard_timer& t = timers_[static_cast<std::size_t>(shard_of(o.key))];
+    t.heap.erase(std::find(t.heap.begin(), t.heap.end(), o.id));
+    if (t.heap.empty()) disarm(shard_of(o.key));
+  }
+
+  // The pending wait is cancelled: its handler is queued with
+  // operation_aborted (epoll_reactor::cancel_timer, at the back).
+  void cancel_wait(int s) {
+    shard_timer& t = timers_[static_cast<std::size_t>(s)];
+    if (!t.wait_pending) return;
+    t.wait_pending = false;
+    const item it{item_kind::timer, s, static_cast<int>(t.wait_generation)};
+    if (collecting_ != nullptr) {
+      collecting_->timer_cancels.emplace_back(s, t.wait_generation);
+      ++collecting_slots_;
+      return;
+    }
+    post_item(0, it);
+  }
+
+  void arm(int s) {
+    shard_timer& t = timers_[static_cast<std::size_t>(s)];
+    if (t.heap.empty()) {
+      disarm(s);
+      return;
+    }
+    const long earliest = ops_[static_cast<std::size_t>(t.heap.front())].stamp;
+    if (t.armed && earliest >= t.armed_for) return;
+    if (!t.created) {
+      t.created = true;
+      if (!ctx_[0].reactor) {
+        // The context's first timer creates the timer service, which puts
+        // the reactor task at the back of the queue (scheduler::init_task).
+        ctx_[0].reactor = true;
+        post_item(0, {item_kind::task});
+      }
+    }
+    t.armed = false;
+    cancel_wait(s);  // expires_at cancels a pending wait
+    ++t.generation;
+    t.wait_pending = true;
+    t.wait_generation = t.generation;
+    t.wait_stamp = earliest;
+    t.armed = true;
+    t.armed_for = earliest;
+  }
+
+  void disarm(int s) {
+    shard_timer& t = timers_[static_cast<std::size_t>(s)];
+    if (!t.armed || !t.created) return;
+    ++t.generation;
+    t.armed = false;
+    cancel_wait(s);
+  }
+
+  // The timer's handler (expired or cancelled) is dispatched to the shard's
+  // strand: the timer's executor is the strand.
+  void timer_completion(int s, int generation) {
+    strand_execute(s, {job_kind::fire, generation, -1, s}, false);
+  }
+
+  void fire(int s, long generation) {
+    shard_timer& t = timers_[static_cast<std::size_t>(s)];
+    if (generation != t.generation) return;  // superseded or cancelled
+    t.armed = false;
+    // Every deadline is past: the heap empties.
+    while (!t.heap.empty()) {
+      op& o = ops_[static_cast<std::size_t>(t.heap.front())];
+      heap_remove(o);
+      time_out(o.id);
+    }
+    arm(s);
+  }
+
+  void time_out(int id) {
+    op& o = ops_[static_cast<std::size_t>(id)];
+    if (o.st != status::waiting) return;  // cancelled: its cancel job takes it out
+    o.st = status::claimed;
+    key_state& ks = keys_.at(o.key);
+    erase_from_queue(ks, o);
+    --ks.waiters;
+    deliver(o, ec_kind::timed_out, 0);
+    grant_waiters(o.key);  // it may have been holding the head back
+    reclaim_if_idle(o.key);
   }
 
   // ------------------------------------------------------------------------
@@ -632,6 +833,9 @@ class model {
         break;
       case job_kind::group_call:
         invoke_from_batch(j.op, 2);
+        break;
+      case job_kind::fire:
+        fire(j.shard, j.op);
         break;
     }
   }
@@ -708,11 +912,18 @@ class model {
   void run_batch_slot(int b) {
     batch& g = batches_[static_cast<std::size_t>(b)];
     const int front = oracle_.empty() ? -1 : oracle_.front();
-    const bool any_left = !g.silent[0].empty() ||
+    const bool any_left = !g.silent[0].empty() || !g.timer_cancels.empty() ||
                           std::any_of(g.ops[0].begin(), g.ops[0].end(), [](const auto& e) { return !e.second.empty(); });
     if (g.strand_invoker_pending && (legal_in(g, 2, front) || !any_left)) {
       g.strand_invoker_pending = false;
       run_invoker(user_strand());
+      return;
+    }
+    if (!g.timer_cancels.empty() && !legal_in(g, 0, front) && g.silent[0].empty()) {
+      // The real system ran a handler that logs nothing: the cancelled wait.
+      const auto [shard, generation] = g.timer_cancels.front();
+      g.timer_cancels.pop_front();
+      timer_completion(shard, static_cast<int>(generation));
       return;
     }
     invoke_from_batch(b, 0);
@@ -734,6 +945,7 @@ class model {
         return;
       }
     }
+    if (d == 0 && !g.timer_cancels.empty()) g.timer_cancels.pop_front();  // a timer wait: nothing to destroy
   }
 
   ec_kind stop_error() const {
@@ -744,9 +956,11 @@ class model {
     }
   }
 
+  // key_state::unlink: out of the key's queue and the shard's deadline heap.
   void erase_from_queue(key_state& ks, op& o) {
     ks.queue.erase(std::find(ks.queue.begin(), ks.queue.end(), o.id));
     o.linked = false;
+    heap_remove(o);
   }
 
   // The semaphore counts an outcome when it decides it (semaphore_stats).
@@ -757,6 +971,7 @@ class model {
       case ec_kind::aborted: ++counts_.cancelled; break;
       case ec_kind::invalid: ++counts_.invalid_argument; break;
       case ec_kind::queue_full: ++counts_.rejected_queue_full; break;
+      case ec_kind::timed_out: ++counts_.timed_out; break;
     }
   }
 
@@ -795,6 +1010,7 @@ class model {
     }
     ks.queue.push_back(id);
     o.linked = true;
+    if (o.timed) heap_add(shard_of(o.key), id);
     grant_waiters(o.key);
     reclaim_if_idle(o.key);
   }
@@ -872,6 +1088,13 @@ class model {
     }
     batch g;
     int per_destination[3] = {0, 0, 0};
+    // A timer wait cancelled as the shard's heap empties is posted between
+    // the completions, at a place that depends on the key order: one more
+    // context-0 slot of the batch.
+    if (invoke) {
+      collecting_ = &g;
+      collecting_slots_ = 0;
+    }
     for (int k : waiting_keys) {
       key_state& ks = keys_.at(k);
       int aborted = 0;
@@ -899,7 +1122,9 @@ class model {
       ks.waiters -= aborted;
       reclaim_if_idle(k);
     }
+    collecting_ = nullptr;
     if (!invoke) return;
+    per_destination[0] += std::exchange(collecting_slots_, 0);
     // The real job posts key by key in table order; only the per-executor
     // counts are known here. The user strand's first job, if it finds the
     // strand idle, makes the strand post its invoker to context 0 somewhere
@@ -982,8 +1207,12 @@ class model {
     return o.id;
   }
 
-  void start_op(int key, int n, token tok, bool cancellable, const handler_action& then) {
+  void start_op(int key, int n, token tok, bool cancellable, const handler_action& then, bool timed = false) {
     const int id = new_op(key, n, tok, cancellable, then);
+    if (timed && !is_coroutine(tok)) {
+      ops_[static_cast<std::size_t>(id)].timed = true;
+      ops_[static_cast<std::size_t>(id)].stamp = ++clock_;
+    }
     if (is_coroutine(tok)) {
       ops_[static_cast<std::size_t>(id)].coro = op::coro_state::not_started;
       post_item(0, {item_kind::coro_start, -1, id});  // co_spawn dispatches from outside the context
@@ -1256,6 +1485,8 @@ class model {
       case job_kind::group_call:
         destroy_from_batch(j.op, 2);
         break;
+      case job_kind::fire:
+        break;
     }
   }
 
@@ -1284,6 +1515,14 @@ class model {
     //    lets go of its strands.
     for (int s = 0; s < shards_; ++s) abort_shard(s, ec_kind::aborted, false);
     detached_ = true;
+    // The shards drop their timers (the heaps stay: a cancel job destroyed
+    // below still takes its op out); pending waits die with the reactor.
+    for (shard_timer& t : timers_) {
+      ++t.generation;
+      t.armed = false;
+      t.created = false;
+      t.wait_pending = false;
+    }
     // 2. The strand service, newest strand first: waiting jobs, then ready ones.
     std::vector<job> doomed;
     for (int i = 0; i <= shards_; ++i) {
@@ -1323,6 +1562,10 @@ class model {
   std::vector<batch> batches_;
   std::deque<int> oracle_;
   std::string divergence_;
+  std::vector<shard_timer> timers_;
+  long clock_ = 0;
+  batch* collecting_ = nullptr;  // the close/destroy batch being built
+  int collecting_slots_ = 0;
   context ctx_[2];
   stop_state stop_ = stop_state::open;
   bool sem_alive_ = true;

@@ -85,6 +85,10 @@ struct step {
   handler_action then;
   int target = 0;
   sig type = sig::terminal;
+  // acquire steps only: acquire_until(key, n, steady_clock::now() - 1h, token),
+  // a deadline already in the past (printed `deadline=past`). Ignored for the
+  // coroutine tokens.
+  bool past_deadline = false;
 };
 
 struct config {
@@ -108,7 +112,7 @@ struct sequence {
 //
 //   keys=K limit=L shards=S [max_waiters=W]     the header (W: 0, 1 or 2;
 //                                               absent: unbounded)
-//   acquire k= n= tok= cancel=0|1 then=ACTION
+//   acquire k= n= tok= cancel=0|1 then=ACTION [deadline=past]
 //   defer k= n=              launch target= cancel= then=
 //   try k= n=                release target=        cancel target= type=
 //   set_limit k= n=          reset_limit k=
@@ -116,7 +120,7 @@ struct sequence {
 //
 // ACTION is keep, drop, release_oldest, acquire:K:N, try:K:N,
 // cancel:TARGET:TYPE, close or destroy_sem. Files written before
-// set_limit/reset_limit/max_waiters existed replay unchanged.
+// set_limit/reset_limit/max_waiters or deadline= existed replay unchanged.
 // --------------------------------------------------------------------------
 
 inline const char* name(token t) {
@@ -205,6 +209,7 @@ inline std::string print(const step& s) {
     case kind::acquire:
       out << " k=" << s.key << " n=" << s.n << " tok=" << name(s.tok) << " cancel=" << s.cancellable
           << " then=" << print_action(s.then);
+      if (s.past_deadline) out << " deadline=past";
       break;
     case kind::defer:
       out << " k=" << s.key << " n=" << s.n;
@@ -303,6 +308,10 @@ inline step parse_step(std::string_view line) {
     else if (key == "then") s.then = detail::parse_action(value);
     else if (key == "target") s.target = std::stoi(value);
     else if (key == "type") s.type = detail::parse_enum<sig>(value, 5);
+    else if (key == "deadline") {
+      if (value != "past" && value != "none") throw std::invalid_argument("model: bad deadline '" + value + "'");
+      s.past_deadline = value == "past";
+    }
     else throw std::invalid_argument("model: unknown field '" + key + "'");
   }
   return s;
@@ -394,6 +403,9 @@ struct generator_options {
   // Admission control: set_limit / reset_limit steps, and a bounded
   // max_waiters_per_key in some sequences.
   bool admission = true;
+  // Percentage of acquire steps (non-coroutine tokens) with a deadline
+  // already in the past.
+  int past_deadline_percent = 20;
 };
 
 inline int random_count(rng& r, int limit) {
@@ -463,6 +475,10 @@ inline sequence generate(std::uint64_t seed, const generator_options& options = 
     s.target = r.below(64);
     static constexpr int sig_weights[] = {2, 30, 20, 20, 20};
     s.type = static_cast<sig>(weighted(r, sig_weights));
+    // Drawn for every step, so that the stream of the other fields does not
+    // depend on the kind.
+    const bool past = r.chance(options.past_deadline_percent);
+    s.past_deadline = past && s.what == kind::acquire && s.tok != token::coro && s.tok != token::awaitable;
     seq.steps.push_back(s);
   }
   if (options.end_with_context_death) {

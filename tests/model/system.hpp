@@ -178,6 +178,7 @@ inline ec_kind classify(const error_code& ec, std::string& problem) {
   if (ec == asio::error::operation_aborted) return ec_kind::aborted;
   if (ec == asio::error::invalid_argument) return ec_kind::invalid;
   if (ec == keysem::error::queue_full) return ec_kind::queue_full;
+  if (ec == asio::error::timed_out) return ec_kind::timed_out;
   problem += "unexpected error " + ec.message() + "; ";
   return ec_kind::invalid;
 }
@@ -229,7 +230,7 @@ class system {
   long apply(const step& s, const resolved& r) {
     switch (s.what) {
       case kind::acquire:
-        start(s.key, s.n, s.tok, s.cancellable, s.then, false);
+        start(s.key, s.n, s.tok, s.cancellable, s.then, false, s.past_deadline);
         return -1;
       case kind::defer:
         deferred_.emplace_back(sem_->acquire(s.key, static_cast<std::size_t>(s.n), asio::deferred));
@@ -472,32 +473,49 @@ class system {
     }
   }
 
-  void start(int key, int n, token tok, bool cancellable, const handler_action& then, bool nested) {
+  // acquire(k, c, token), or acquire_until(k, c, deadline, token).
+  struct acquirer {
+    semaphore* sem;
+    bool timed;
+    std::chrono::steady_clock::time_point deadline;
+    template <class Token>
+    decltype(auto) operator()(int k, std::size_t c, Token&& t) const {
+      if (timed) return sem->acquire_until(k, c, deadline, std::forward<Token>(t));
+      return sem->acquire(k, c, std::forward<Token>(t));
+    }
+  };
+
+  void start(int key, int n, token tok, bool cancellable, const handler_action& then, bool nested,
+             bool past_deadline = false) {
     real_op& o = new_op(key, n, tok, cancellable, then, nested);
     const auto count = static_cast<std::size_t>(n);
+    // acquire(key, count, token), or acquire_until with a deadline in the past.
+    const bool timed = past_deadline && !is_coroutine(tok);
+    const auto deadline = timed ? past_deadline_now() : std::chrono::steady_clock::time_point{};
+    const acquirer acquire{sem_.get(), timed, deadline};
     handler h{this, o.rec};
     switch (tok) {
       case token::callback:
       case token::deferred:
-        with_slot(o, std::move(h), [&](auto&& bound) { sem_->acquire(key, count, std::move(bound)); });
+        with_slot(o, std::move(h), [&](auto&& bound) { acquire(key, count, std::move(bound)); });
         break;
       case token::tuple:
-        with_slot(o, std::move(h), [&](auto&& bound) { sem_->acquire(key, count, asio::as_tuple(std::move(bound))); });
+        with_slot(o, std::move(h), [&](auto&& bound) { acquire(key, count, asio::as_tuple(std::move(bound))); });
         break;
       case token::strand:
         with_slot(o, std::move(h), [&](auto&& bound) {
-          sem_->acquire(key, count, asio::bind_executor(*strand_, std::move(bound)));
+          acquire(key, count, asio::bind_executor(*strand_, std::move(bound)));
         });
         break;
       case token::ctx2:
         with_slot(o, std::move(h), [&](auto&& bound) {
-          sem_->acquire(key, count, asio::bind_executor(ctx1_->get_executor(), std::move(bound)));
+          acquire(key, count, asio::bind_executor(ctx1_->get_executor(), std::move(bound)));
         });
         break;
       case token::alloc: {
         alloc_counts& counts = *o.counts;
         with_slot(o, std::move(h), [&](auto&& bound) {
-          sem_->acquire(key, count, asio::bind_allocator(counting_allocator<void>(counts), std::move(bound)));
+          acquire(key, count, asio::bind_allocator(counting_allocator<void>(counts), std::move(bound)));
         });
         break;
       }
@@ -506,10 +524,10 @@ class system {
         spawn(o);
         break;
       case token::future:
-        futures_.back() = sem_->acquire(key, count, asio::use_future);
+        futures_.back() = acquire(key, count, asio::use_future);
         break;
       case token::detached:
-        sem_->acquire(key, count, asio::detached);
+        acquire(key, count, asio::detached);
         break;
     }
   }
@@ -602,6 +620,16 @@ class system {
 
   static bool is_coroutine(token t) { return t == token::coro || t == token::awaitable; }
 
+  // steady_clock::now() - 1h, strictly later than the last such deadline: the
+  // model orders a shard's deadline heap (and the timers of several shards)
+  // by the order the deadlines were taken.
+  std::chrono::steady_clock::time_point past_deadline_now() {
+    auto d = std::chrono::steady_clock::now() - std::chrono::hours(1);
+    if (d <= last_deadline_) d = last_deadline_ + std::chrono::nanoseconds(1);
+    last_deadline_ = d;
+    return d;
+  }
+
   void on_complete(record& rec, error_code ec, permit p) {
     log_.push_back(rec.id);
     ++rec.calls;
@@ -658,6 +686,7 @@ class system {
   std::string problem_;
   std::vector<int> log_;
   int last_try_ = 0;
+  std::chrono::steady_clock::time_point last_deadline_{};
 };
 
 }  // namespace keysem::model
