@@ -11,9 +11,9 @@
 //   then 4 bytes per step, at most 256 steps:
 //   [0] kind (mod 16: the order of keysem::model::kind, set_limit and
 //       reset_limit last)
-//   [1] key (low 2 bits mod keys), an acquire's deadline already past
-//       (bit 2), count (high nibble: 14 -> limit+1, 15 -> 0, else
-//       1 + x % limit; set_limit: 1 + x % (limit + 1))
+//   [1] key (low 2 bits mod keys), an acquire's deadline (bits 2-3: 1 ->
+//       past, 2 -> later, else none), count (high nibble: 14 -> limit+1,
+//       15 -> 0, else 1 + x % limit; set_limit: 1 + x % (limit + 1))
 //   [2] token (low nibble mod 9), signal type (bits 4-6 mod 5), cancellable (bit 7)
 //   [3] handler action (low 3 bits), its key / target (high bits)
 #include "../model/checker.hpp"
@@ -55,7 +55,10 @@ sequence decode(const std::uint8_t* data, std::size_t size) {
     s.then.target = b[3] >> 3;
     s.then.type = static_cast<sig>(1 + (b[3] >> 3) % 4);
     s.target = b[3];
-    s.past_deadline = s.what == kind::acquire && (b[1] & 4) != 0;
+    if (s.what == kind::acquire) {
+      const int dl = (b[1] >> 2) & 3;
+      s.dl = dl == 1 ? deadline::past : dl == 2 ? deadline::later : deadline::none;
+    }
     seq.steps.push_back(s);
   }
   return seq;

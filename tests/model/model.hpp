@@ -37,17 +37,30 @@
 // overrides, live or not), the FIFO queue, and semaphore_stats, counted when
 // the semaphore decides an outcome.
 //
-// Deadlines: an acquire step may carry a deadline already in the past
-// (acquire_until(key, n, now - 1h)). Granted at once it is a plain acquire;
-// otherwise its enqueue job adds it to the shard's deadline heap and arms the
-// shard's timer (the context's first timer puts the scheduler's reactor task
-// at the back of context 0's queue). The reactor task is an entry of the
-// FIFO: when do_poll_one finds it at the front it runs the reactor, which
-// queues every pending (always expired) wait at the back, by expiry, then the
-// task again; poll_one returns 0 if the task is then at the front. A wait
-// cancelled (heap emptied, expires_at) is queued at once. The timer's handler
-// is dispatched to the shard's strand, where the current generation times
-// out the whole heap (each: timed_out posted, then a grant pass).
+// Deadlines: an acquire step may carry a deadline (acquire_until) long past
+// (now - 1h) or far ahead (now + 24h), so that the clock's value never
+// decides an outcome: the model's clock has two ticks. Granted at once, a
+// timed acquire is a plain acquire; otherwise its enqueue job adds it to the
+// shard's deadline heap and arms the shard's timer for the earliest deadline
+// (the context's first timer puts the scheduler's reactor task at the back of
+// context 0's queue). The reactor task is an entry of the FIFO: when
+// do_poll_one finds it at the front it runs the reactor, which queues every
+// pending wait whose expiry has passed at the back, by expiry, then the task
+// again; poll_one returns 0 if the task is then at the front. A wait
+// cancelled (heap emptied, expires_at for an earlier deadline) is queued at
+// once. The timer's handler is dispatched to the shard's strand, where the
+// current generation times out every op of the heap whose deadline has
+// passed (each: timed_out posted, then a grant pass) and re-arms.
+//
+// With timerfd (Linux), the reactor sees an expired wait only once the
+// kernel has reported the timerfd readable, a moment after it was armed:
+// that moment is not the contract's, nor predictable. The checker makes it
+// irrelevant instead of guessing it: a poll step on context 0 runs as
+// poll_one calls, and before one that starts with the reactor task while an
+// expired wait is pending (reactor_collects_next), the real system waits
+// until the kernel has reported the reactor's timerfd (system::
+// await_timer_report). The reactor run then collects every expired wait, as
+// the model says, whatever the load.
 //
 // One order is left open by the contract: a close/destroy job completes the
 // queued ops of every key of its shard, FIFO within a key, keys in an
@@ -228,7 +241,7 @@ class model {
   long apply(const step& s, const resolved& r) {
     switch (s.what) {
       case kind::acquire:
-        start_op(s.key, s.n, s.tok, s.cancellable, s.then, s.past_deadline);
+        start_op(s.key, s.n, s.tok, s.cancellable, s.then, s.dl);
         return -1;
       case kind::defer:
         deferred_.push_back({s.key, s.n, false});
@@ -317,15 +330,20 @@ class model {
 
   bool sem_alive() const { return sem_alive_; }
   bool ctx_alive(int c) const { return ctx_[c].alive; }
-  // Handlers queued on context c, and timer waits that become handlers at
-  // its next reactor run (the reactor task itself is not a handler).
+  // Handlers queued on context c, and expired timer waits that become
+  // handlers at its next reactor run (the reactor task itself is not a
+  // handler; a wait for a later deadline never becomes one).
   std::size_t queued(int c) const {
     std::size_t n = static_cast<std::size_t>(std::count_if(
         ctx_[c].q.begin(), ctx_[c].q.end(), [](const item& it) { return it.what != item_kind::task; }));
-    if (c == 0) {
-      for (const shard_timer& t : timers_) n += t.wait_pending ? 1 : 0;
-    }
+    if (c == 0) n += static_cast<std::size_t>(expired_waits());
     return n;
+  }
+  // Whether the next do_poll_one on context 0 starts with a reactor run that
+  // must collect expired timer waits: the real system then first waits for
+  // the kernel's report (see the file comment).
+  bool reactor_collects_next() const {
+    return ctx_[0].alive && !ctx_[0].q.empty() && ctx_[0].q.front().what == item_kind::task && expired_waits() != 0;
   }
   std::size_t table_size() const { return table_.size(); }
   std::size_t op_count() const { return ops_.size(); }
@@ -427,14 +445,15 @@ class model {
     int final_count = 0;
     enum class coro_state { none, not_started, awaiting, done } coro = coro_state::none;
     bool collected = false;  // futures
-    bool timed = false;  // acquire_until with a deadline in the past
-    long stamp = 0;      // the order its deadline was taken in (deadlines only grow)
+    deadline dl = deadline::none;  // acquire_until's deadline
+    long stamp = 0;  // orders deadlines: past ones by when taken, then later ones
+
     bool in_heap = false;
   };
 
   // A shard's deadline heap and its timer (src/deadline_queue.cpp), and the
-  // timer's one pending wait in the reactor's timer queue. Every deadline is
-  // in the past, so a pending wait is always expired.
+  // timer's one pending wait in the reactor's timer queue (expired if armed
+  // for a past deadline; a later one never expires during a run).
   struct shard_timer {
     std::vector<int> heap;  // op ids by deadline (stamp)
     bool created = false;
@@ -444,6 +463,7 @@ class model {
     bool wait_pending = false;  // in the reactor's timer queue, not yet ready
     long wait_generation = 0;
     long wait_stamp = 0;        // the wait's expiry, ordering the reactor's timer queue
+    bool wait_expired = false;  // armed for a past deadline
   };
 
   enum class job_kind { enqueue, drain, cancel, abort, call, group_call, fire };
@@ -498,6 +518,11 @@ class model {
   // Helpers
   // ------------------------------------------------------------------------
   int shard_of(int key) const { return key % shards_; }
+
+  int expired_waits() const {
+    return static_cast<int>(std::count_if(timers_.begin(), timers_.end(),
+                                          [](const shard_timer& t) { return t.wait_pending && t.wait_expired; }));
+  }
 
   // The limit in force: the override, else permits_per_key (a live key's
   // limit always equals it: set_limit updates both).
@@ -649,32 +674,15 @@ class model {
     --ctx_[c].depth;
   }
 
+  // asio 1.81 scheduler::poll / poll_one (do_poll_one). Without a timer the
+  // queue is a plain FIFO of handlers. The context's first timer adds the
+  // reactor task, an entry of the FIFO like any handler: when it reaches the
+  // front it is popped and the reactor runs (timeout 0): the expired timer
+  // waits are queued at the back, by expiry, then the task again. If the
+  // task is then at the front nothing else was ready and the call returns 0;
+  // otherwise the front handler runs. poll() repeats do_poll_one until it
+  // returns 0.
   long poll(int c, bool one) {
-    // Without the reactor task in the queue this is the plain FIFO below;
-    // a handler may add the task (the context's first timer).
-    return poll_with_reactor(c, one);
-    long ran = 0;
-    while (!ctx_[c].q.empty()) {
-      const item it = ctx_[c].q.front();
-      ctx_[c].q.pop_front();
-      run_item(c, it);
-      ++ran;
-      if (one) break;
-    }
-    return ran;
-  }
-
-  // asio 1.81 scheduler::poll / poll_one once the reactor task is in the
-  // queue (do_poll_one): the task is an entry of the FIFO like any handler.
-  // When it reaches the front it is popped and the reactor runs (timeout 0):
-  // the expired timer waits (here: every pending wait, by expiry) are queued
-  // at the back, then the task again. If the task is then at the front
-  // nothing else was ready and the call returns 0; otherwise the front
-  // handler runs. poll() repeats do_poll_one until it returns 0. Verified
-  // against the real context: an already expired wait is collected by the
-  // first reactor run after async_wait (timerfd, armed with an absolute time
-  // in the past).
-  long poll_with_reactor(int c, bool one) {
     long ran = 0;
     for (;;) {
       context& ctx = ctx_[c];
@@ -697,7 +705,8 @@ class model {
     if (c != 0) return;
     std::vector<int> ready;
     for (int s = 0; s < shards_; ++s) {
-      if (timers_[static_cast<std::size_t>(s)].wait_pending) ready.push_back(s);
+      const shard_timer& t = timers_[static_cast<std::size_t>(s)];
+      if (t.wait_pending && t.wait_expired) ready.push_back(s);
     }
     std::sort(ready.begin(), ready.end(), [&](int a, int b) {
       return timers_[static_cast<std::size_t>(a)].wait_stamp < timers_[static_cast<std::size_t>(b)].wait_stamp;
@@ -768,6 +777,7 @@ class model {
     t.wait_pending = true;
     t.wait_generation = t.generation;
     t.wait_stamp = earliest;
+    t.wait_expired = ops_[static_cast<std::size_t>(t.heap.front())].dl == deadline::past;
     t.armed = true;
     t.armed_for = earliest;
   }
@@ -790,8 +800,8 @@ class model {
     shard_timer& t = timers_[static_cast<std::size_t>(s)];
     if (generation != t.generation) return;  // superseded or cancelled
     t.armed = false;
-    // Every deadline is past: the heap empties.
-    while (!t.heap.empty()) {
+    // Every past deadline has passed, no later one has.
+    while (!t.heap.empty() && ops_[static_cast<std::size_t>(t.heap.front())].dl == deadline::past) {
       op& o = ops_[static_cast<std::size_t>(t.heap.front())];
       heap_remove(o);
       time_out(o.id);
@@ -1010,7 +1020,7 @@ class model {
     }
     ks.queue.push_back(id);
     o.linked = true;
-    if (o.timed) heap_add(shard_of(o.key), id);
+    if (o.dl != deadline::none) heap_add(shard_of(o.key), id);
     grant_waiters(o.key);
     reclaim_if_idle(o.key);
   }
@@ -1207,11 +1217,14 @@ class model {
     return o.id;
   }
 
-  void start_op(int key, int n, token tok, bool cancellable, const handler_action& then, bool timed = false) {
+  void start_op(int key, int n, token tok, bool cancellable, const handler_action& then,
+                deadline dl = deadline::none) {
     const int id = new_op(key, n, tok, cancellable, then);
-    if (timed && !is_coroutine(tok)) {
-      ops_[static_cast<std::size_t>(id)].timed = true;
-      ops_[static_cast<std::size_t>(id)].stamp = ++clock_;
+    if (dl != deadline::none && !is_coroutine(tok)) {
+      // Past deadlines are all earlier than later ones; each kind grows.
+      constexpr long later_base = 1L << 40;
+      ops_[static_cast<std::size_t>(id)].dl = dl;
+      ops_[static_cast<std::size_t>(id)].stamp = (dl == deadline::later ? later_base : 0) + ++clock_;
     }
     if (is_coroutine(tok)) {
       ops_[static_cast<std::size_t>(id)].coro = op::coro_state::not_started;

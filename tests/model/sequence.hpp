@@ -47,6 +47,15 @@ enum class act : std::uint8_t {
 
 enum class sig : std::uint8_t { none, terminal, partial, total, all };
 
+// An acquire's deadline (acquire_until with steady_clock). `past` is
+// now() - 1h when the step runs: a waiter times out at the first run of its
+// shard's timer. `later` is now() + 24h: it never passes during a run, so
+// the waiter is granted, cancelled or aborted, and its deadline only moves
+// the shard's deadline heap and timer. Either way the real clock's value
+// never decides an outcome (the virtual clock of the model has two ticks:
+// "long ago" and "far ahead").
+enum class deadline : std::uint8_t { none, past, later };
+
 enum class kind : std::uint8_t {
   acquire,
   defer,        // builds a deferred acquire(key, n); takes nothing
@@ -85,10 +94,9 @@ struct step {
   handler_action then;
   int target = 0;
   sig type = sig::terminal;
-  // acquire steps only: acquire_until(key, n, steady_clock::now() - 1h, token),
-  // a deadline already in the past (printed `deadline=past`). Ignored for the
-  // coroutine tokens.
-  bool past_deadline = false;
+  // acquire steps only: acquire_until(key, n, deadline, token) (printed
+  // `deadline=past` / `deadline=later`). Ignored for the coroutine tokens.
+  deadline dl = deadline::none;
 };
 
 struct config {
@@ -112,7 +120,7 @@ struct sequence {
 //
 //   keys=K limit=L shards=S [max_waiters=W]     the header (W: 0, 1 or 2;
 //                                               absent: unbounded)
-//   acquire k= n= tok= cancel=0|1 then=ACTION [deadline=past]
+//   acquire k= n= tok= cancel=0|1 then=ACTION [deadline=past|later]
 //   defer k= n=              launch target= cancel= then=
 //   try k= n=                release target=        cancel target= type=
 //   set_limit k= n=          reset_limit k=
@@ -164,6 +172,15 @@ inline const char* name(sig s) {
   return "?";
 }
 
+inline const char* name(deadline d) {
+  switch (d) {
+    case deadline::none: return "none";
+    case deadline::past: return "past";
+    case deadline::later: return "later";
+  }
+  return "?";
+}
+
 inline const char* name(kind k) {
   switch (k) {
     case kind::acquire: return "acquire";
@@ -209,7 +226,7 @@ inline std::string print(const step& s) {
     case kind::acquire:
       out << " k=" << s.key << " n=" << s.n << " tok=" << name(s.tok) << " cancel=" << s.cancellable
           << " then=" << print_action(s.then);
-      if (s.past_deadline) out << " deadline=past";
+      if (s.dl != deadline::none) out << " deadline=" << name(s.dl);
       break;
     case kind::defer:
       out << " k=" << s.key << " n=" << s.n;
@@ -308,10 +325,7 @@ inline step parse_step(std::string_view line) {
     else if (key == "then") s.then = detail::parse_action(value);
     else if (key == "target") s.target = std::stoi(value);
     else if (key == "type") s.type = detail::parse_enum<sig>(value, 5);
-    else if (key == "deadline") {
-      if (value != "past" && value != "none") throw std::invalid_argument("model: bad deadline '" + value + "'");
-      s.past_deadline = value == "past";
-    }
+    else if (key == "deadline") s.dl = detail::parse_enum<deadline>(value, 3);
     else throw std::invalid_argument("model: unknown field '" + key + "'");
   }
   return s;
@@ -403,9 +417,10 @@ struct generator_options {
   // Admission control: set_limit / reset_limit steps, and a bounded
   // max_waiters_per_key in some sequences.
   bool admission = true;
-  // Percentage of acquire steps (non-coroutine tokens) with a deadline
-  // already in the past.
-  int past_deadline_percent = 20;
+  // Percentages of acquire steps (non-coroutine tokens) with a deadline
+  // already in the past, and with one far ahead.
+  int past_deadline_percent = 15;
+  int later_deadline_percent = 10;
 };
 
 inline int random_count(rng& r, int limit) {
@@ -477,8 +492,14 @@ inline sequence generate(std::uint64_t seed, const generator_options& options = 
     s.type = static_cast<sig>(weighted(r, sig_weights));
     // Drawn for every step, so that the stream of the other fields does not
     // depend on the kind.
-    const bool past = r.chance(options.past_deadline_percent);
-    s.past_deadline = past && s.what == kind::acquire && s.tok != token::coro && s.tok != token::awaitable;
+    const int roll = r.below(100);
+    if (s.what == kind::acquire && s.tok != token::coro && s.tok != token::awaitable) {
+      if (roll < options.past_deadline_percent) {
+        s.dl = deadline::past;
+      } else if (roll < options.past_deadline_percent + options.later_deadline_percent) {
+        s.dl = deadline::later;
+      }
+    }
     seq.steps.push_back(s);
   }
   if (options.end_with_context_death) {

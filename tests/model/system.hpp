@@ -33,6 +33,34 @@
 #include <utility>
 #include <vector>
 
+#include <boost/asio/detail/reactor.hpp>
+
+#include <cerrno>
+#include <cstring>
+
+// The reactor's timerfd (asio 1.81's epoll_reactor on Linux). A private
+// member, read through the one legal way to name one from outside (an
+// explicit instantiation may name it); see system::await_timer_report.
+#if defined(BOOST_ASIO_HAS_EPOLL) && defined(BOOST_ASIO_HAS_TIMERFD) && !defined(BOOST_ASIO_HAS_IO_URING_AS_DEFAULT)
+#define KEYSEM_MODEL_TIMERFD 1
+#include <boost/asio/detail/epoll_reactor.hpp>
+
+#include <poll.h>
+
+namespace keysem::model::reactor_access {
+struct timer_fd {
+  using type = int boost::asio::detail::epoll_reactor::*;
+  friend type member(timer_fd);
+};
+timer_fd::type member(timer_fd);
+template <class Tag, typename Tag::type Member>
+struct expose {
+  friend typename Tag::type member(Tag) { return Member; }
+};
+template struct expose<timer_fd, &boost::asio::detail::epoll_reactor::timer_fd_>;
+}  // namespace keysem::model::reactor_access
+#endif
+
 namespace keysem::model {
 
 namespace asio = boost::asio;
@@ -230,7 +258,7 @@ class system {
   long apply(const step& s, const resolved& r) {
     switch (s.what) {
       case kind::acquire:
-        start(s.key, s.n, s.tok, s.cancellable, s.then, false, s.past_deadline);
+        start(s.key, s.n, s.tok, s.cancellable, s.then, false, s.dl);
         return -1;
       case kind::defer:
         deferred_.emplace_back(sem_->acquire(s.key, static_cast<std::size_t>(s.n), asio::deferred));
@@ -284,6 +312,32 @@ class system {
   }
 
   int last_try() const { return last_try_; }
+
+  // Blocks until context 0's reactor will see its expired timers at its next
+  // run (see model.hpp): with timerfd, until the kernel has reported the
+  // timerfd readable. This is the event itself, not a guess at its timing;
+  // the bound only turns a lost report into a failure instead of a hang.
+  // Returns a problem, or an empty string.
+  std::string await_timer_report() {
+    if (!ctx0_) return "await_timer_report: context 0 is gone";
+#if defined(KEYSEM_MODEL_TIMERFD)
+    if (!asio::has_service<asio::detail::epoll_reactor>(*ctx0_)) {
+      return "the model expects a timer but context 0 has no reactor";
+    }
+    auto& reactor = asio::use_service<asio::detail::epoll_reactor>(*ctx0_);
+    const int fd = reactor.*reactor_access::member(reactor_access::timer_fd{});
+    if (fd < 0) return {};  // no timerfd: the reactor reads the clock at every run
+    pollfd watch{fd, POLLIN, 0};
+    for (;;) {
+      const int ready = ::poll(&watch, 1, 60'000);
+      if (ready > 0) return {};
+      if (ready == 0) return "the kernel did not report an expired timer within 60 s";
+      if (errno != EINTR) return std::string("poll on the reactor's timerfd: ") + std::strerror(errno);
+    }
+#else
+    return {};  // the reactor reads the clock at every run
+#endif
+  }
 
   // The handlers invoked since the last call, in order.
   std::vector<int> take_log() { return std::exchange(log_, {}); }
@@ -473,26 +527,24 @@ class system {
     }
   }
 
-  // acquire(k, c, token), or acquire_until(k, c, deadline, token).
+  // acquire(k, c, token), or acquire_until(k, c, at, token).
   struct acquirer {
     semaphore* sem;
     bool timed;
-    std::chrono::steady_clock::time_point deadline;
+    std::chrono::steady_clock::time_point at;
     template <class Token>
     decltype(auto) operator()(int k, std::size_t c, Token&& t) const {
-      if (timed) return sem->acquire_until(k, c, deadline, std::forward<Token>(t));
+      if (timed) return sem->acquire_until(k, c, at, std::forward<Token>(t));
       return sem->acquire(k, c, std::forward<Token>(t));
     }
   };
 
   void start(int key, int n, token tok, bool cancellable, const handler_action& then, bool nested,
-             bool past_deadline = false) {
+             deadline dl = deadline::none) {
     real_op& o = new_op(key, n, tok, cancellable, then, nested);
     const auto count = static_cast<std::size_t>(n);
-    // acquire(key, count, token), or acquire_until with a deadline in the past.
-    const bool timed = past_deadline && !is_coroutine(tok);
-    const auto deadline = timed ? past_deadline_now() : std::chrono::steady_clock::time_point{};
-    const acquirer acquire{sem_.get(), timed, deadline};
+    const bool timed = dl != deadline::none && !is_coroutine(tok);
+    const acquirer acquire{sem_.get(), timed, timed ? deadline_of(dl) : std::chrono::steady_clock::time_point{}};
     handler h{this, o.rec};
     switch (tok) {
       case token::callback:
@@ -620,14 +672,18 @@ class system {
 
   static bool is_coroutine(token t) { return t == token::coro || t == token::awaitable; }
 
-  // steady_clock::now() - 1h, strictly later than the last such deadline: the
-  // model orders a shard's deadline heap (and the timers of several shards)
-  // by the order the deadlines were taken.
-  std::chrono::steady_clock::time_point past_deadline_now() {
-    auto d = std::chrono::steady_clock::now() - std::chrono::hours(1);
-    if (d <= last_deadline_) d = last_deadline_ + std::chrono::nanoseconds(1);
-    last_deadline_ = d;
-    return d;
+  // now() - 1h or now() + 24h, strictly later than the last deadline of its
+  // kind: the model orders a shard's deadline heap (and the timers of
+  // several shards) by the order the deadlines were taken, every past one
+  // before every later one.
+  std::chrono::steady_clock::time_point deadline_of(deadline dl) {
+    using clock = std::chrono::steady_clock;
+    const bool past = dl == deadline::past;
+    auto& last = past ? last_past_ : last_later_;
+    auto at = past ? clock::now() - std::chrono::hours(1) : clock::now() + std::chrono::hours(24);
+    if (at <= last) at = last + std::chrono::nanoseconds(1);
+    last = at;
+    return at;
   }
 
   void on_complete(record& rec, error_code ec, permit p) {
@@ -686,7 +742,8 @@ class system {
   std::string problem_;
   std::vector<int> log_;
   int last_try_ = 0;
-  std::chrono::steady_clock::time_point last_deadline_{};
+  std::chrono::steady_clock::time_point last_past_ = std::chrono::steady_clock::time_point::min();
+  std::chrono::steady_clock::time_point last_later_ = std::chrono::steady_clock::time_point::min();
 };
 
 }  // namespace keysem::model
