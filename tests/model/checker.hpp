@@ -27,6 +27,8 @@ struct run_stats {
   std::size_t steps_applied = 0;
   std::size_t steps_skipped = 0;
   std::size_t handlers_run = 0;
+  std::size_t timed_out = 0;         // acquires completed with timed_out
+  std::size_t reports_awaited = 0;   // reactor runs preceded by await_timer_report
 };
 
 namespace detail {
@@ -95,6 +97,10 @@ class runner {
  public:
   explicit runner(const sequence& seq) : seq_(seq), model_(seq.cfg), real_(seq.cfg) {}
 
+  // What the model (hence the real system: they were compared) showed after
+  // the sequence's last step, before the teardown.
+  const observation& last_observation() const { return last_; }
+
   std::optional<failure> run(run_stats* stats = nullptr) {
     stats_ = stats;
     if (stats_) ++stats_->sequences;
@@ -102,7 +108,10 @@ class runner {
       for (std::size_t i = 0; i < seq_.steps.size(); ++i) {
         if (auto f = apply(seq_.steps[i], i)) return f;
       }
-      return teardown();
+      last_ = model_.observe();
+      auto f = teardown();
+      if (stats_) stats_->timed_out += model_.timed_out_outcomes();
+      return f;
     } catch (const std::exception& e) {
       return failure{index_, std::string("unexpected exception: ") + e.what()};
     }
@@ -149,6 +158,7 @@ class runner {
       if (const std::string problem = real_.await_timer_report(); !problem.empty()) {
         return failure{index, "'" + print(whole) + "': " + problem};
       }
+      if (stats_) ++stats_->reports_awaited;
     }
     // The real system first: its log of invoked handlers is the model's
     // oracle where the contract leaves an order open (see model.hpp).
@@ -253,6 +263,7 @@ class runner {
   run_stats* stats_ = nullptr;
   std::size_t index_ = 0;
   long last_ran_ = 0;
+  observation last_;
 };
 
 inline std::optional<failure> check_sequence(const sequence& seq, run_stats* stats = nullptr) {

@@ -329,6 +329,11 @@ class model {
   }
 
   bool sem_alive() const { return sem_alive_; }
+  std::size_t timed_out_outcomes() const {
+    return static_cast<std::size_t>(std::count_if(ops_.begin(), ops_.end(), [](const op& o) {
+      return o.f == fate::completed && o.final_ec == ec_kind::timed_out;
+    }));
+  }
   bool ctx_alive(int c) const { return ctx_[c].alive; }
   // Handlers queued on context c, and expired timer waits that become
   // handlers at its next reactor run (the reactor task itself is not a

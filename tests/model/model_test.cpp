@@ -91,7 +91,8 @@ void run_random(std::uint64_t case_index, const generator_options& options) {
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   MESSAGE("model: " << stats.sequences << " sequences, " << stats.steps_applied << " steps applied ("
-                    << stats.steps_skipped << " skipped), " << stats.handlers_run << " handlers run, seeds "
+                    << stats.steps_skipped << " skipped), " << stats.handlers_run << " handlers run, "
+                    << stats.timed_out << " timed out (" << stats.reports_awaited << " timer reports awaited), seeds "
                     << base << ".." << base + count - 1 << ", " << seconds << " s");
 }
 
@@ -103,6 +104,19 @@ void expect_passes(const std::string& text) {
   const auto f = check_sequence(seq);
   if (f) FAIL_CHECK(report(0, seq, *f));
 }
+
+// Runs a script like expect_passes and returns what both sides showed after
+// its last step, so that an example also states its outcome.
+observation outcome_of(const std::string& text) {
+  const sequence seq = script(text);
+  guard g(seq, 0);
+  runner r(seq);
+  const auto f = r.run();
+  if (f) FAIL_CHECK(report(0, seq, *f));
+  return r.last_observation();
+}
+
+op_view completed(ec_kind ec, int count) { return {fate::completed, ec, count, true}; }
 
 }  // namespace
 
@@ -303,6 +317,139 @@ acquire k=0 n=2 tok=coro cancel=1 then=keep
 destroy_sem
 destroy_ctx
 )");
+}
+
+// Deadlines: `deadline=past` is acquire_until(now - 1h), `deadline=later`
+// acquire_until(now + 24h). Each example states its outcome; the checker has
+// compared every step with the model on the way.
+TEST_CASE("model: deadlines, the contract's examples") {
+  SUBCASE("a deadline bounds waiting only; a timed waiter granted before its deadline") {
+    const observation end = outcome_of(R"(keys=1 limit=1 shards=1
+acquire k=0 n=1 tok=callback cancel=0 then=keep deadline=past
+poll
+acquire k=0 n=1 tok=callback cancel=0 then=keep deadline=later
+poll
+release target=0
+poll
+)");
+    REQUIRE(end.ops.size() == 2);
+    CHECK(end.ops[0] == completed(ec_kind::ok, 1));  // free permits: granted whatever the deadline
+    CHECK(end.ops[1] == completed(ec_kind::ok, 1));
+    CHECK(end.stats.granted_immediately == 1);
+    CHECK(end.stats.granted_after_wait == 1);
+    CHECK(end.stats.timed_out == 0);
+  }
+  SUBCASE("a waiter whose deadline passes times out, and the head it held back is served") {
+    const observation end = outcome_of(R"(keys=1 limit=2 shards=1
+try k=0 n=1
+acquire k=0 n=2 tok=callback cancel=0 then=keep deadline=past
+acquire k=0 n=1 tok=ctx2 cancel=0 then=keep
+poll
+poll2
+)");
+    REQUIRE(end.ops.size() == 2);
+    CHECK(end.ops[0] == completed(ec_kind::timed_out, 0));
+    CHECK(end.ops[1] == completed(ec_kind::ok, 1));
+    CHECK(end.stats.timed_out == 1);
+    CHECK(end.stats.granted_after_wait == 1);
+    CHECK(end.waiting == std::vector<std::size_t>{0});
+    CHECK(end.in_use == std::vector<std::size_t>{2});
+  }
+  SUBCASE("a release queued before the timer's job wins the race in the same poll") {
+    // poll_one runs the enqueue job (the timer is armed, the reactor task
+    // queued); the release's drain job is queued behind the reactor task,
+    // so the reactor's collected wait runs after the drain.
+    const observation end = outcome_of(R"(keys=1 limit=1 shards=1
+try k=0 n=1
+acquire k=0 n=1 tok=callback cancel=0 then=keep deadline=past
+poll_one
+release target=0
+poll
+)");
+    REQUIRE(end.ops.size() == 1);
+    CHECK(end.ops[0] == completed(ec_kind::ok, 1));
+    CHECK(end.stats.timed_out == 0);
+    CHECK(end.stats.granted_after_wait == 1);
+  }
+  SUBCASE("the timer's job reaching the strand before a release wins the race in the same poll") {
+    // The second poll_one's reactor run collects the expired wait behind
+    // op 1's handler; op 2's handler, which releases key 0's permit, is
+    // queued behind the wait.
+    const observation end = outcome_of(R"(keys=3 limit=1 shards=1
+try k=0 n=1
+acquire k=0 n=1 tok=callback cancel=0 then=keep deadline=past
+poll_one
+acquire k=1 n=1 tok=callback cancel=0 then=keep
+poll_one
+acquire k=2 n=1 tok=callback cancel=0 then=release_oldest
+poll
+)");
+    REQUIRE(end.ops.size() == 3);
+    CHECK(end.ops[0] == completed(ec_kind::timed_out, 0));
+    CHECK(end.ops[1] == completed(ec_kind::ok, 1));
+    CHECK(end.ops[2] == completed(ec_kind::ok, 1));
+    CHECK(end.stats.timed_out == 1);
+    CHECK(end.in_use == std::vector<std::size_t>{0, 1, 1});  // the released permit stays free
+  }
+  SUBCASE("a release from a handler queued before the collected wait wins, inline") {
+    // The release's drain job is dispatched from inside the context to an
+    // idle strand: it grants op 0 before the wait's handler reaches it.
+    const observation end = outcome_of(R"(keys=2 limit=1 shards=1
+try k=0 n=1
+acquire k=0 n=1 tok=callback cancel=0 then=keep deadline=past
+poll_one
+acquire k=1 n=1 tok=callback cancel=0 then=release_oldest
+poll
+)");
+    REQUIRE(end.ops.size() == 2);
+    CHECK(end.ops[0] == completed(ec_kind::ok, 1));
+    CHECK(end.ops[1] == completed(ec_kind::ok, 1));
+    CHECK(end.stats.timed_out == 0);
+  }
+  SUBCASE("a timed waiter can be cancelled, before and after its timer fired") {
+    const observation end = outcome_of(R"(keys=1 limit=1 shards=1
+try k=0 n=1
+acquire k=0 n=1 tok=callback cancel=1 then=keep deadline=later
+acquire k=0 n=1 tok=tuple cancel=1 then=keep deadline=past
+poll_one
+cancel target=0 type=terminal
+cancel target=1 type=partial
+poll
+)");
+    REQUIRE(end.ops.size() == 2);
+    CHECK(end.ops[0] == completed(ec_kind::aborted, 0));
+    CHECK(end.ops[1] == completed(ec_kind::aborted, 0));
+    CHECK(end.stats.cancelled == 2);
+    CHECK(end.stats.timed_out == 0);
+    CHECK(end.key_count == 1);
+  }
+  SUBCASE("close() completes timed waiters with closed; their timers are disarmed") {
+    const observation end = outcome_of(R"(keys=2 limit=1 shards=2
+try k=0 n=1
+try k=1 n=1
+acquire k=0 n=1 tok=callback cancel=0 then=keep deadline=later
+acquire k=1 n=1 tok=strand cancel=0 then=keep deadline=later
+poll
+acquire k=1 n=1 tok=callback cancel=0 then=keep deadline=past
+close
+poll
+)");
+    REQUIRE(end.ops.size() == 3);
+    for (const op_view& v : end.ops) CHECK(v == completed(ec_kind::closed, 0));
+    CHECK(end.stats.rejected_closed == 3);
+    CHECK(end.stats.timed_out == 0);
+  }
+  SUBCASE("destroying the semaphore and the context with timed waiters and armed timers") {
+    expect_passes(R"(keys=2 limit=1 shards=2
+try k=0 n=1
+try k=1 n=1
+acquire k=0 n=1 tok=callback cancel=0 then=keep deadline=later
+acquire k=1 n=1 tok=callback cancel=0 then=keep deadline=past
+poll_one
+destroy_sem
+destroy_ctx
+)");
+  }
 }
 
 }  // namespace keysem::model
