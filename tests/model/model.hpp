@@ -502,6 +502,12 @@ class model {
     // Timer waits cancelled by the job (a shard's heap emptied): context-0
     // slots that log nothing either, (shard, generation).
     std::deque<std::pair<int, long>> timer_cancels;
+    // The job posts the cancelled wait just before the completion of the op
+    // whose unlinking emptied the heap (op E, of key cancel_key): after
+    // cancel_before of that key's logged context-0 completions, with
+    // cancel_after of them (E's own included) still to come.
+    int cancel_key = -1;
+    std::size_t cancel_before = 0, cancel_after = 0;
     bool strand_invoker_pending = false;  // one of the context-0 slots is the user strand's invoker
     int current[3] = {-1, -1, -1};
     std::vector<int> seen[3];
@@ -753,6 +759,9 @@ class model {
     const item it{item_kind::timer, s, static_cast<int>(t.wait_generation)};
     if (collecting_ != nullptr) {
       collecting_->timer_cancels.emplace_back(s, t.wait_generation);
+      const int k = ops_[static_cast<std::size_t>(collecting_op_)].key;
+      collecting_->cancel_key = k;
+      collecting_->cancel_before = collecting_->ops[0][k].size();
       ++collecting_slots_;
       return;
     }
@@ -934,14 +943,30 @@ class model {
       run_invoker(user_strand());
       return;
     }
-    if (!g.timer_cancels.empty() && !legal_in(g, 0, front) && g.silent[0].empty()) {
-      // The real system ran a handler that logs nothing: the cancelled wait.
+    if (!g.timer_cancels.empty() && !legal_in(g, 0, front) && (g.silent[0].empty() || cancel_due(g))) {
+      // The real system ran a handler that logs nothing: the cancelled wait
+      // (or a detached op's completion, which has no effect: where the wait
+      // runs matters only relative to logged handlers, see cancel_due).
       const auto [shard, generation] = g.timer_cancels.front();
       g.timer_cancels.pop_front();
       timer_completion(shard, static_cast<int>(generation));
       return;
     }
     invoke_from_batch(b, 0);
+  }
+
+  // Whether the batch's cancelled timer wait is the next of its context-0
+  // items that logs nothing: every logged completion of its key before op E
+  // has run, and no other key is half done (a key's items come together).
+  bool cancel_due(const batch& g) const {
+    if (g.cancel_key < 0) return true;
+    auto it = g.ops[0].find(g.cancel_key);
+    const std::size_t left = it == g.ops[0].end() ? 0 : it->second.size();
+    if (left > g.cancel_after) return false;
+    const int cur = g.current[0];
+    if (cur == -1 || cur == g.cancel_key) return true;
+    auto at = g.ops[0].find(cur);
+    return at == g.ops[0].end() || at->second.empty();
   }
 
   // A batch completion destroyed unrun: any one of them, they carry no permit.
@@ -1118,6 +1143,7 @@ class model {
         op& o = ops_[static_cast<std::size_t>(id)];
         if (o.st != status::waiting) continue;
         o.st = status::claimed;
+        collecting_op_ = id;
         erase_from_queue(ks, o);
         ++aborted;
         if (!invoke) {
@@ -1139,6 +1165,7 @@ class model {
     }
     collecting_ = nullptr;
     if (!invoke) return;
+    if (g.cancel_key >= 0) g.cancel_after = g.ops[0][g.cancel_key].size() - g.cancel_before;
     per_destination[0] += std::exchange(collecting_slots_, 0);
     // The real job posts key by key in table order; only the per-executor
     // counts are known here. The user strand's first job, if it finds the
@@ -1584,6 +1611,7 @@ class model {
   long clock_ = 0;
   batch* collecting_ = nullptr;  // the close/destroy batch being built
   int collecting_slots_ = 0;
+  int collecting_op_ = -1;  // the op the batch being built is unlinking
   context ctx_[2];
   stop_state stop_ = stop_state::open;
   bool sem_alive_ = true;
