@@ -29,6 +29,7 @@ struct run_stats {
   std::size_t handlers_run = 0;
   std::size_t timed_out = 0;         // acquires completed with timed_out
   std::size_t reports_awaited = 0;   // reactor runs preceded by await_timer_report
+  std::size_t late_reports = 0;      // ... where the kernel had not reported yet
 };
 
 namespace detail {
@@ -110,7 +111,10 @@ class runner {
       }
       last_ = model_.observe();
       auto f = teardown();
-      if (stats_) stats_->timed_out += model_.timed_out_outcomes();
+      if (stats_) {
+        stats_->timed_out += model_.timed_out_outcomes();
+        stats_->late_reports += real_.late_reports();
+      }
       return f;
     } catch (const std::exception& e) {
       return failure{index_, std::string("unexpected exception: ") + e.what()};

@@ -92,7 +92,8 @@ void run_random(std::uint64_t case_index, const generator_options& options) {
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   MESSAGE("model: " << stats.sequences << " sequences, " << stats.steps_applied << " steps applied ("
                     << stats.steps_skipped << " skipped), " << stats.handlers_run << " handlers run, "
-                    << stats.timed_out << " timed out (" << stats.reports_awaited << " timer reports awaited), seeds "
+                    << stats.timed_out << " timed out (" << stats.reports_awaited << " timer reports awaited, " << stats.late_reports
+                    << " of them not yet in), seeds "
                     << base << ".." << base + count - 1 << ", " << seconds << " s");
 }
 
