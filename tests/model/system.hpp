@@ -531,14 +531,16 @@ class system {
     }
   }
 
-  // acquire(k, c, token), or acquire_until(k, c, at, token).
+  // acquire(k, c, token), acquire_until(k, c, at, token), or
+  // acquire_for(k, c, 24h, token).
   struct acquirer {
+    enum class form { plain, until, for_a_day } how;
     semaphore* sem;
-    bool timed;
     std::chrono::steady_clock::time_point at;
     template <class Token>
     decltype(auto) operator()(int k, std::size_t c, Token&& t) const {
-      if (timed) return sem->acquire_until(k, c, at, std::forward<Token>(t));
+      if (how == form::until) return sem->acquire_until(k, c, at, std::forward<Token>(t));
+      if (how == form::for_a_day) return sem->acquire_for(k, c, std::chrono::hours(24), std::forward<Token>(t));
       return sem->acquire(k, c, std::forward<Token>(t));
     }
   };
@@ -548,7 +550,20 @@ class system {
     real_op& o = new_op(key, n, tok, cancellable, then, nested);
     const auto count = static_cast<std::size_t>(n);
     const bool timed = dl != deadline::none && !is_coroutine(tok);
-    const acquirer acquire{sem_.get(), timed, timed ? deadline_of(dl) : std::chrono::steady_clock::time_point{}};
+    // Every other later deadline goes through acquire_for, which takes the
+    // time when the operation is launched: after the ones taken before it,
+    // before the ones taken after it (deadline_of bumps those past it).
+    const bool for_a_day = timed && dl == deadline::later && o.rec->id % 2 == 1;
+    using form = acquirer::form;
+    const acquirer acquire{timed ? (for_a_day ? form::for_a_day : form::until) : form::plain, sem_.get(),
+                           timed && !for_a_day ? deadline_of(dl) : std::chrono::steady_clock::time_point{}};
+    struct bump_later {
+      system* sys;
+      bool active;
+      ~bump_later() {
+        if (active) sys->last_later_ = std::max(sys->last_later_, std::chrono::steady_clock::now() + std::chrono::hours(24));
+      }
+    } bump{this, for_a_day};
     handler h{this, o.rec};
     switch (tok) {
       case token::callback:
