@@ -117,7 +117,7 @@ TEST_CASE("async_semaphore stress: weighted acquires, cancellations and deadline
   holder_board board(1, permits, log);
   tally t;
   completion_counter done;
-  const auto stop = busy_deadline(0.4);
+  const auto stop = busy_deadline(0.25);
   const std::size_t clients = 64;
   const std::size_t rounds = scaled(60);
   std::atomic<std::size_t> exceptions{0};

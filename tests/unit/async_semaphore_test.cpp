@@ -1049,6 +1049,24 @@ TEST_CASE("async_semaphore shutdown: waiters are destroyed, not invoked, when th
   CHECK_FALSE(sem.try_acquire());
 }
 
+TEST_CASE("async_semaphore shutdown: after its context is gone, an acquire bound to a live context completes there with operation_aborted") {
+  auto ctx = std::make_unique<asio::io_context>();
+  asio::io_context other;
+  semaphore sem(*ctx, 2);
+  auto held = sem.try_acquire();
+  ctx.reset();
+  auto r = std::make_shared<result>();
+  sem.acquire(asio::bind_executor(other, record_into(r)));
+  CHECK_FALSE(r->done());
+  drain(other);
+  REQUIRE(r->done());
+  CHECK(*r->ec == asio::error::operation_aborted);
+  CHECK_FALSE(r->granted);
+  CHECK(r->calls == 1);
+  CHECK(usage_of(sem) == usage{1, 1, 0});
+  CHECK(outcomes_of(sem) == outcomes{.granted_immediately = 1, .cancelled = 1});
+}
+
 TEST_CASE("async_semaphore shutdown: semaphore then context destroyed without running: handlers destroyed") {
   auto tracker = std::make_shared<int>(0);
   std::weak_ptr<int> watch = tracker;
@@ -1204,6 +1222,41 @@ TEST_CASE("async_semaphore stats: concurrent try_acquire on several threads coun
   CHECK(s.try_failed == failed.load());
   CHECK(s.granted_immediately + s.try_failed == threads * rounds);
   CHECK(usage_of(sem) == usage{0, 2, 0});
+}
+
+TEST_CASE("async_semaphore stats: exact when threads alternate between many semaphores and come and go") {
+  // The immediate outcomes are counted per thread, through a small
+  // thread-local cache: more semaphores than it holds, used in turn, and
+  // threads that end (whose ids may be reused) must not lose a count.
+  asio::io_context ctx;
+  std::vector<std::unique_ptr<semaphore>> sems;
+  for (int i = 0; i < 7; ++i) {
+    sems.push_back(std::make_unique<semaphore>(ctx, 1));
+  }
+  constexpr int generations = 8;
+  constexpr int threads = 3;
+  constexpr int rounds = 300;
+  for (int g = 0; g < generations; ++g) {
+    std::vector<std::thread> workers;
+    for (int t = 0; t < threads; ++t) {
+      workers.emplace_back([&] {
+        for (int i = 0; i < rounds; ++i) {
+          for (auto& sem : sems) {
+            auto p = sem->try_acquire();  // granted, or busy while another thread holds it
+            (void)p;
+          }
+        }
+      });
+    }
+    for (auto& w : workers) {
+      w.join();
+    }
+  }
+  for (auto& sem : sems) {
+    const auto s = sem->stats();
+    CHECK(s.granted_immediately + s.try_failed == std::uint64_t{generations} * threads * rounds);
+    CHECK(s.in_use == 0);
+  }
 }
 
 // ---------------------------------------------------------------------------
