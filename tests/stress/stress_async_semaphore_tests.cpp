@@ -122,7 +122,11 @@ TEST_CASE("async_semaphore stress: weighted acquires, cancellations and deadline
   const std::size_t rounds = scaled(60);
   std::atomic<std::size_t> exceptions{0};
   for (std::size_t c = 0; c < clients; ++c) {
-    asio::co_spawn(pool, mixed_client(sem, board, log, t, seed_for(901, c), rounds, stop),
+    // Each client on its own strand: acquire || timer completes its two
+    // branches on the coroutine's executor, and asio's parallel_group needs
+    // them serialised (the cancellation of the loser is emitted from there).
+    asio::co_spawn(asio::make_strand(pool),
+                   mixed_client(sem, board, log, t, seed_for(901, c), rounds, stop),
                    [&](std::exception_ptr e) {
                      if (e) {
                        exceptions.fetch_add(1);
