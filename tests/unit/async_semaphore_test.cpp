@@ -409,7 +409,14 @@ TEST_CASE("async_semaphore tokens: the token-less co_await takes free permits wi
         ctx,
         [&]() -> asio::awaitable<void> {
           asio::post(ctx, [&] { posted_ran = true; });
-          upermit p = with_token ? co_await sem.acquire(asio::use_awaitable) : co_await sem.acquire();
+          // Not `with_token ? co_await a : co_await b`: GCC 12 leaks the
+          // result of a co_await inside a conditional expression.
+          upermit p;
+          if (with_token) {
+            p = co_await sem.acquire(asio::use_awaitable);
+          } else {
+            p = co_await sem.acquire();
+          }
           suspended = posted_ran;
           CHECK(p.count() == 1);
         },
