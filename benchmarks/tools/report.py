@@ -289,6 +289,46 @@ def w7_table(res):
 
 
 # --------------------------------------------------------------------------
+# Unkeyed semaphore (benchmarks/unkeyed.cpp)
+# --------------------------------------------------------------------------
+UNKEYED_IMPLS = ("async_semaphore", "keyed_one_key", "mutex", "channel")
+UNKEYED_ROWS = [
+    ("U1", "U1.try_release", "try_acquire + release"),
+    ("U2", "U2.acquire_no_token", "`co_await sem.acquire()` + release, permits free (no token)"),
+    ("U2 def", "U2.acquire_deferred", "`co_await sem.acquire(deferred)` + release, permits free"),
+    ("U3", "U3.handoff", "hand-off: 8 coroutines, 1 permit, one thread (per hand-off)"),
+]
+
+
+def unkeyed_table(res):
+    rows = []
+    for section, name, label in UNKEYED_ROWS:
+        vals = [res.get(name, impl) for impl in UNKEYED_IMPLS]
+        rows.append([section, label] + [fmt_range(res, name, impl) for impl in UNKEYED_IMPLS]
+                    + [fmt_ratio(ratio(vals[0], vals[1])), fmt_ratio(ratio(vals[0], vals[2])),
+                       fmt_ratio(ratio(vals[0], vals[3]))])
+    return table(["", "workload", "async_semaphore", "keyed, one key", "mutex", "channel",
+                  "async / keyed", "async / mutex", "async / channel"], rows)
+
+
+def unkeyed_targets(res):
+    out = []
+    g = res.get
+    for name, bound, label in (("U1.try_release", 0.6, "U1 try_acquire + release"),
+                               ("U2.acquire_no_token", 0.8, "U2 immediate `co_await sem.acquire()`"),
+                               ("U3.handoff", 1.0, "U3 hand-off")):
+        a, k = g(name, "async_semaphore"), g(name, "keyed_one_key")
+        r = ratio(a, k)
+        target = f"{label}: async_semaphore ≤ {bound}× the keyed semaphore on one key"
+        if r is None:
+            out.append([target, "not measured", "?"])
+        else:
+            out.append([target, f"{fmt_ratio(r)} ({fmt_ns(a)} vs {fmt_ns(k)})",
+                        "met" if r <= bound else "**not met**"])
+    return out
+
+
+# --------------------------------------------------------------------------
 # Targets
 # --------------------------------------------------------------------------
 def targets(res):
@@ -483,6 +523,19 @@ def main():
                "holding the permit, over granted requests.\n")
     doc.append(w7_table(res))
     doc.append("")
+    if any(res.get(name, "async_semaphore") is not None for _, name, _ in UNKEYED_ROWS):
+        doc.append("## Unkeyed semaphore (U1–U3)\n")
+        doc.append("`keysem::async_semaphore` against keysem's keyed semaphore used on one key (W1/W2/W3's "
+                   "shape), `benchmarks/baselines/mutex_semaphore.hpp` (`std::mutex` + an intrusive FIFO of "
+                   "waiters, completions posted, the handler's or asio's recycling allocator) and "
+                   "`benchmarks/baselines/channel_counting_semaphore.hpp` (an "
+                   "`asio::experimental::concurrent_channel<void(error_code)>` of capacity N: acquire = "
+                   "`async_send`, release = `try_receive`). The baselines' token-less `acquire()` defaults to "
+                   "`asio::deferred`. 4 permits (one held throughout) for U1/U2, 1 for U3.\n")
+        doc.append(unkeyed_table(res))
+        doc.append("")
+        doc.append(table(["target", "measured", "verdict"], unkeyed_targets(res)))
+        doc.append("")
     doc.append("## Chart\n")
     doc.append("![keysem vs the baselines](benchmarks.png)\n")
     doc.append("Time per operation relative to the mutex baseline (1.0, log scale; lower is better). "

@@ -114,3 +114,49 @@ TEST_CASE("key word: the strand grants the head when it fits, fails it when it n
   }
   CHECK(kw::left_queue(word_of(3, 2, kw::drain_bit)) == word_of(3, 1, kw::drain_bit));
 }
+
+TEST_CASE("key word: the owner bit is neither a permit nor a waiter, and keeps the word from zero") {
+  // The one state of an async_semaphore carries owner_bit while the semaphore
+  // lives: every transition must behave as without it, keep it, and never
+  // bring the word to zero (which would reclaim the state under a request).
+  CHECK((kw::owner_bit & (kw::held_mask | kw::waiters_mask | kw::limit_changed_bit |
+                          kw::strand_pin_bit | kw::drain_bit)) == 0);
+  CHECK(kw::max_permits < kw::owner_bit);
+  for (std::uint64_t limit = 1; limit <= 4; ++limit) {
+    for (std::uint64_t held = 0; held <= limit; ++held) {
+      for (std::uint64_t waiters = 0; waiters <= 3; ++waiters) {
+        for (const std::uint64_t flags : flag_sets) {
+          const std::uint64_t plain = word_of(held, waiters, flags);
+          const std::uint64_t owned = plain | kw::owner_bit;
+          CHECK(kw::held(owned) == held);
+          CHECK(kw::waiters(owned) == waiters);
+          for (std::uint64_t n = 0; n <= limit + 1; ++n) {
+            const kw::policy p{limit, 8};
+            const verdict v = kw::admit(owned, n, p);
+            CHECK(v == kw::admit(plain, n, p));
+            CHECK(kw::try_admit(owned, n, p) == kw::try_admit(plain, n, p));
+            CHECK(kw::apply(owned, n, v) == (kw::apply(plain, n, v) | kw::owner_bit));
+            if (n >= 1 && n <= held) {
+              const std::uint64_t after = kw::released(owned, n);
+              CHECK(after == (kw::released(plain, n) | kw::owner_bit));
+              CHECK(after != 0);
+            }
+            if (n >= 1 && waiters > 0) {
+              CHECK(kw::serve_head(owned, n, limit) == kw::serve_head(plain, n, limit));
+              CHECK(kw::granted_from_queue(owned, n) ==
+                    (kw::granted_from_queue(plain, n) | kw::owner_bit));
+            }
+          }
+          if (waiters > 0) {
+            CHECK(kw::left_queue(owned) == (kw::left_queue(plain) | kw::owner_bit));
+          }
+          CHECK(kw::limit_changed(owned) == (kw::limit_changed(plain) | kw::owner_bit));
+        }
+      }
+    }
+  }
+  // The last release of an owned state leaves the owner bit alone; once the
+  // owner has gone (drop_owner subtracts the bit), it reaches zero.
+  CHECK(kw::released(word_of(1, 0) | kw::owner_bit, 1) == kw::owner_bit);
+  CHECK(kw::released(word_of(1, 0), 1) == 0);
+}
