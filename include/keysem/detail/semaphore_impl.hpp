@@ -4,6 +4,7 @@
 
 #include <keysem/detail/core.hpp>
 #include <keysem/detail/keyed_shard.hpp>
+#include <keysem/detail/sharding.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/execution/context.hpp>
@@ -21,42 +22,6 @@
 #include <utility>
 
 namespace keysem::detail {
-
-// A shard's strand. Over the usual io_context or thread_pool executor, the
-// strand is built on the concrete executor rather than on the type-erased
-// one: it then fits any_io_executor's small buffer, and every strand pass
-// saves the allocations and indirect calls of two layers of type erasure.
-// Compiled in src/out_of_line.cpp: wrapping three strand types in
-// any_io_executor here cost every including translation unit about two
-// seconds of compile time (see "Compile time" in docs/benchmarks.md).
-boost::asio::any_io_executor make_shard_strand(const boost::asio::any_io_executor& ex);
-
-// Any other executor (the non-template overload wins for any_io_executor).
-template <class Executor>
-boost::asio::any_io_executor make_shard_strand(const Executor& ex) {
-  return boost::asio::make_strand(ex);
-}
-
-// The executor a semaphore built on an execution context uses. An io_context
-// with the default any_io_executor, the common case, is converted in
-// src/out_of_line.cpp: the conversion instantiates any_io_executor's
-// function tables for the io_context executor and its variants.
-// (execution_context.hpp declares boost::asio::io_context.)
-boost::asio::any_io_executor io_context_executor(boost::asio::io_context& context);
-
-template <class Executor, class ExecutionContext>
-Executor executor_of(ExecutionContext& context) {
-  if constexpr (std::is_same_v<Executor, boost::asio::any_io_executor> &&
-                std::is_same_v<ExecutionContext, boost::asio::io_context>) {
-    return io_context_executor(context);
-  } else {
-    return Executor(context.get_executor());
-  }
-}
-
-// Default shard count: a few per hardware thread, so that keys on different
-// threads rarely meet on one shard's lock (src/out_of_line.cpp).
-std::size_t default_shard_count() noexcept;
 
 template <class Key, class Hash, class KeyEqual>
 class semaphore_impl final : public core_base {
@@ -130,15 +95,8 @@ class semaphore_impl final : public core_base {
  private:
   ~semaphore_impl() override { destroy_shards(count_); }
 
-  // The table inside a shard positions by the high bits of the hash and
-  // filters by the low byte: pick the shard from the bits in between, and mix
-  // first when the hash does not spread its input over every bit.
   std::size_t shard_index(std::size_t hash) const noexcept {
-    if constexpr (!boost::unordered::hash_is_avalanching<Hash>::value) {
-      hash *= 0x9E3779B97F4A7C15ull;
-      hash ^= hash >> 32;
-    }
-    return (hash >> 24) & (count_ - 1);
+    return shard_index_of<Hash>(hash, count_);
   }
 
   void destroy_shards(std::size_t built) noexcept {
