@@ -131,6 +131,22 @@ TEST_CASE("single_flight: Do: one call returns fn's value and leaves nothing beh
   CHECK(sf.stats().joined == 0);
 }
 
+TEST_CASE("single_flight: fn is never called inside run(), even on its executor's own thread") {
+  asio::io_context ctx;
+  flights sf(ctx);
+  int calls = 0;
+  bool called_inside = true;
+  auto result = std::make_shared<answer>();
+  asio::post(ctx, [&] {
+    sf.run("key", [&]() -> awaitable<int> { ++calls; co_return 1; }, record(result));
+    called_inside = calls != 0;
+  });
+  drain(ctx);
+  CHECK_FALSE(called_inside);
+  CHECK(calls == 1);
+  CHECK(result->ok());
+}
+
 TEST_CASE("single_flight: DoErr: fn's exception reaches the caller with T{}; the key is free at once") {
   asio::io_context ctx;
   flights sf(ctx);

@@ -262,15 +262,21 @@ class flight_group
     op.attach(flight_ref(&f));
   }
 
+  // Creates fn's coroutine here, and starts it from a job posted to the
+  // flight's strand: co_spawn alone would run fn inside run() when run() is
+  // called from the strand's own context.
   template <class Fn>
   void spawn(flight_ref f, Fn&& fn) {
-    const boost::asio::any_io_executor strand = f->strand_;
-    auto slot = f->signal_.slot();
     try {
-      boost::asio::co_spawn(strand, run_flight(runner(f), std::decay_t<Fn>(std::forward<Fn>(fn))),
-                            boost::asio::bind_cancellation_slot(slot, spawned{}));
+      auto body = run_flight(runner(f), std::decay_t<Fn>(std::forward<Fn>(fn)));
+      post_to(f->strand_, std::allocator<void>(),
+              [body = std::move(body), strand = f->strand_, slot = f->signal_.slot()]() mutable {
+                boost::asio::co_spawn(strand, std::move(body),
+                                      boost::asio::bind_cancellation_slot(slot, spawned{}));
+              });
     } catch (...) {
       // Out of memory, or fn's copy threw: the execution failed to start.
+      // (If the frame was built, dropping it has already ended the flight.)
       finish(*f, std::current_exception(), T{});
     }
   }
