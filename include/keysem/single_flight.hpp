@@ -173,7 +173,10 @@ class single_flight {
   /// `co_await flights.run(key, fn)`: run() awaited with
   /// `boost::asio::use_awaitable`. Returns the shared value; throws the
   /// exception `fn` threw, or `boost::system::system_error`
-  /// (operation_aborted) when the awaiting coroutine is cancelled.
+  /// (operation_aborted) when the awaiting coroutine is cancelled. With GCC
+  /// 12, build the awaitable before the co_await when `fn` or the key is a
+  /// temporary with a destructor: that compiler destroys such temporaries of a
+  /// co_await expression twice.
   template <class Fn>
   boost::asio::awaitable<T> run(key_type key, Fn&& fn) {
     return run(std::move(key), std::forward<Fn>(fn), boost::asio::use_awaitable);

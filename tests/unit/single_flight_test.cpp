@@ -508,7 +508,8 @@ TEST_CASE("single_flight: a cancelled awaiting coroutine throws operation_aborte
   asio::co_spawn(ctx,
                  [&]() -> awaitable<void> {
                    try {
-                     co_await sf.run("key", gated(d, 1));
+                     auto pending = sf.run(std::string("key"), gated(d, 1));
+                     co_await std::move(pending);
                    } catch (const boost::system::system_error& e) {
                      seen = e.code();
                    }
@@ -530,10 +531,15 @@ TEST_CASE("single_flight: every token style gets the shared value") {
   door d(ctx);
   int awaited = 0, tokenless = 0, called_back = 0;
   asio::co_spawn(ctx, [&]() -> awaitable<void> {
-    awaited = co_await sf.run("key", gated(d, 3), asio::use_awaitable);
+    // Built outside the co_await: GCC 12 destroys non-trivial temporaries of
+    // a co_await expression twice.
+    auto pending = sf.run(std::string("key"), gated(d, 3), asio::use_awaitable);
+    awaited = co_await std::move(pending);
   }, asio::detached);
-  asio::co_spawn(ctx, [&]() -> awaitable<void> { tokenless = co_await sf.run("key", gated(d, 3)); },
-                 asio::detached);
+  asio::co_spawn(ctx, [&]() -> awaitable<void> {
+    auto pending = sf.run(std::string("key"), gated(d, 3));
+    tokenless = co_await std::move(pending);
+  }, asio::detached);
   sf.run("key", gated(d, 3), [&](std::exception_ptr, int v) { called_back = v; });
   std::future<int> future = sf.run("key", gated(d, 3), asio::use_future);
   auto deferred = sf.run("key", gated(d, 3), asio::deferred);
