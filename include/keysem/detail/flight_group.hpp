@@ -95,6 +95,7 @@ class flight_group
   void start(Key key, Fn&& fn, Handler& handler) {
     using op_type = caller_op<T, flight_ref, Handler, Executor>;
     op_type& op = op_type::create(handler, executor_);
+    flight_ref fresh;
     try {
       op.install_cancellation();
       const std::size_t h = hash_(key);
@@ -102,15 +103,14 @@ class flight_group
       if (join_listed(home, key, h, op)) {
         return;
       }
-      if (flight_ref fresh = start_flight(home, std::move(key), h, op)) {
-        spawn(std::move(fresh), std::forward<Fn>(fn));
-      }
+      fresh = start_flight(home, std::move(key), h, op);
     } catch (...) {
-      if (!op.linked()) {
-        op_type::free(&op);  // never seen by a flight
-        throw;
-      }
-      // Linked: the flight owns it now; the failure was the spawn's.
+      op_type::free(&op);  // thrown before the op was linked: no flight saw it
+      throw;
+    }
+    // Linked: from here on the op may complete at any moment on another thread.
+    if (fresh) {
+      spawn(std::move(fresh), std::forward<Fn>(fn));  // reports its own failures
     }
   }
 
