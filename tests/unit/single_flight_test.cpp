@@ -364,6 +364,33 @@ TEST_CASE("single_flight: T = shared_ptr<const X> hands every caller the same ob
   CHECK(got[1] == got[2]);
 }
 
+// A value whose copies throw: every caller but the last gets a copy.
+struct copy_throws {
+  int value = 0;
+  copy_throws() = default;
+  explicit copy_throws(int v) : value(v) {}
+  copy_throws(const copy_throws&) { throw std::runtime_error("copy failed"); }
+  copy_throws(copy_throws&&) noexcept = default;
+  copy_throws& operator=(const copy_throws&) { throw std::runtime_error("copy failed"); }
+  copy_throws& operator=(copy_throws&&) noexcept = default;
+};
+
+TEST_CASE("single_flight: a caller whose copy of T throws gets that exception; the last gets T moved") {
+  asio::io_context ctx;
+  single_flight<std::string, copy_throws> sf(ctx);
+  std::vector<std::pair<std::exception_ptr, int>> got;
+  auto fn = []() -> awaitable<copy_throws> { co_return copy_throws(5); };
+  for (int i = 0; i < 2; ++i) {
+    sf.run("key", fn, [&](std::exception_ptr e, copy_throws v) { got.emplace_back(e, v.value); });
+  }
+  drain(ctx);
+  REQUIRE(got.size() == 2);
+  CHECK(message_of(got[0].first) == "copy failed");
+  CHECK(got[0].second == 0);
+  CHECK_FALSE(got[1].first);
+  CHECK(got[1].second == 5);
+}
+
 // --- Cancellation --------------------------------------------------------------
 
 TEST_CASE("single_flight: cancelling one of many callers: it leaves, the others get the value") {
