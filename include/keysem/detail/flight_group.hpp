@@ -221,7 +221,11 @@ class flight_group
     owner.finish(std::move(error), std::move(value));
   }
 
+  // co_spawn's completion handler. It holds the flight until co_spawn is done
+  // with the flight's cancellation signal: after fn's frame (and the runner's
+  // reference) is gone, co_spawn still clears the slot it installed there.
   struct spawned {
+    flight_ref keep;
     void operator()(std::exception_ptr) const noexcept {}  // run_flight catches everything
   };
 
@@ -270,9 +274,10 @@ class flight_group
     try {
       auto body = run_flight(runner(f), std::decay_t<Fn>(std::forward<Fn>(fn)));
       post_to(f->strand_, std::allocator<void>(),
-              [body = std::move(body), strand = f->strand_, slot = f->signal_.slot()]() mutable {
-                boost::asio::co_spawn(strand, std::move(body),
-                                      boost::asio::bind_cancellation_slot(slot, spawned{}));
+              [body = std::move(body), keep = f]() mutable {
+                boost::asio::co_spawn(keep->strand_, std::move(body),
+                                      boost::asio::bind_cancellation_slot(keep->signal_.slot(),
+                                                                          spawned{keep}));
               });
     } catch (...) {
       // Out of memory, or fn's copy threw: the execution failed to start.
