@@ -3,7 +3,7 @@
 // concrete executors in any_io_executor instantiates its function tables for
 // each of them, and <thread> is a large header (see "Compile time" in
 // docs/benchmarks.md).
-#include <keysem/detail/executors.hpp>
+#include <keysem/detail/sharding.hpp>
 #include <keysem/detail/spin_lock.hpp>
 
 #include <boost/asio/io_context.hpp>

@@ -7,6 +7,7 @@
 #include <keysem/detail/initiate_acquire.hpp>
 #include <keysem/detail/handler_work.hpp>
 #include <keysem/detail/key_word.hpp>
+#include <keysem/detail/lookup_key.hpp>
 #include <keysem/detail/semaphore_impl.hpp>
 #include <keysem/error.hpp>
 #include <keysem/hash.hpp>
@@ -39,38 +40,6 @@
 #include <utility>
 
 namespace keysem {
-namespace detail {
-
-// A key type the semaphore can look up without building a key_type: the key
-// itself, or any type the hasher and the key comparison accept transparently.
-// (clang-format 14 cannot lay out requires-clauses: they are kept as written.)
-// clang-format off
-template <class K, class Key, class Hash, class KeyEqual>
-concept lookup_key_for =
-    std::same_as<std::remove_cvref_t<K>, Key> ||
-    (requires { typename Hash::is_transparent; } &&
-     (requires { typename KeyEqual::is_transparent; } ||
-      std::same_as<KeyEqual, std::equal_to<Key>>) &&
-     std::constructible_from<Key, const K&>);
-// clang-format on
-
-// Views that do not own what they show: a stored key of such a type would
-// dangle as soon as the caller's string or buffer goes.
-template <class T>
-struct is_non_owning_key : std::false_type {};
-template <class Char, class Traits>
-struct is_non_owning_key<std::basic_string_view<Char, Traits>> : std::true_type {};
-template <class T, std::size_t Extent>
-struct is_non_owning_key<std::span<T, Extent>> : std::true_type {};
-
-// The comparison stored in the key table: std::equal_to<Key> becomes the
-// transparent std::equal_to<>, which compares the same way but also accepts
-// looked-up types such as std::string_view.
-template <class Key, class KeyEqual>
-using table_equal_t =
-    std::conditional_t<std::same_as<KeyEqual, std::equal_to<Key>>, std::equal_to<>, KeyEqual>;
-
-}  // namespace detail
 
 /// At most `limit(key)` permits held at a time on each key: `permits_per_key()`,
 /// or the key's own limit set with set_limit().

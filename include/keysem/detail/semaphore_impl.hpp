@@ -3,8 +3,8 @@
 #define KEYSEM_DETAIL_SEMAPHORE_IMPL_HPP
 
 #include <keysem/detail/core.hpp>
-#include <keysem/detail/executors.hpp>
 #include <keysem/detail/keyed_shard.hpp>
+#include <keysem/detail/sharding.hpp>
 #include <keysem/detail/unkeyed_impl.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -143,15 +143,8 @@ class semaphore_impl final : public core_base {
     }
   }
 
-  // The table inside a shard positions by the high bits of the hash and
-  // filters by the low byte: pick the shard from the bits in between, and mix
-  // first when the hash does not spread its input over every bit.
   std::size_t shard_index(std::size_t hash) const noexcept {
-    if constexpr (!boost::unordered::hash_is_avalanching<Hash>::value) {
-      hash *= 0x9E3779B97F4A7C15ull;
-      hash ^= hash >> 32;
-    }
-    return (hash >> 24) & (count_ - 1);
+    return shard_index_of<Hash>(hash, count_);
   }
 
   void destroy_shards(std::size_t built) noexcept {

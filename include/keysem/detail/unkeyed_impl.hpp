@@ -3,7 +3,7 @@
 #define KEYSEM_DETAIL_UNKEYED_IMPL_HPP
 
 #include <keysem/detail/core.hpp>
-#include <keysem/detail/executors.hpp>
+#include <keysem/detail/sharding.hpp>
 #include <keysem/detail/unkeyed_shard.hpp>
 
 #include <boost/asio/execution/context.hpp>

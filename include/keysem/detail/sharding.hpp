@@ -1,11 +1,11 @@
-// The executors a semaphore builds on: its shards' strands, and the
-// executor of an execution context it is constructed from.
-#ifndef KEYSEM_DETAIL_EXECUTORS_HPP
-#define KEYSEM_DETAIL_EXECUTORS_HPP
+// Spreading keys over shards: the shard count, a key's shard, a shard's strand.
+#ifndef KEYSEM_DETAIL_SHARDING_HPP
+#define KEYSEM_DETAIL_SHARDING_HPP
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/execution_context.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/unordered/hash_traits.hpp>
 
 #include <cstddef>
 #include <type_traits>
@@ -47,6 +47,19 @@ Executor executor_of(ExecutionContext& context) {
 // Default shard count: a few per hardware thread, so that keys on different
 // threads rarely meet on one shard's lock (src/out_of_line.cpp).
 std::size_t default_shard_count() noexcept;
+
+// The table inside a shard positions by the high bits of the hash and
+// filters by the low byte: pick the shard (of count, a power of two) from the
+// bits in between, and mix first when the hash does not spread its input
+// over every bit.
+template <class Hash>
+std::size_t shard_index_of(std::size_t hash, std::size_t count) noexcept {
+  if constexpr (!boost::unordered::hash_is_avalanching<Hash>::value) {
+    hash *= 0x9E3779B97F4A7C15ull;
+    hash ^= hash >> 32;
+  }
+  return (hash >> 24) & (count - 1);
+}
 
 }  // namespace keysem::detail
 
