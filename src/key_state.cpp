@@ -201,7 +201,9 @@ bool key_state_base::set_limit(std::uint32_t limit) noexcept {
   return !drain_scheduled(before) && drain_scheduled(after);
 }
 
-void key_state_base::release(std::uint32_t n) noexcept {
+// The release that brings the word to zero (reclaiming the state) or must
+// schedule a drain.
+void key_state_base::release_slow(std::uint32_t n) noexcept {
   const auto [before, after] =
       transition([n](std::uint64_t word) { return released(word, n); });
   if (!drain_scheduled(before) && drain_scheduled(after)) {
@@ -209,14 +211,10 @@ void key_state_base::release(std::uint32_t n) noexcept {
   }
 }
 
-// The total first: the key's word keeps the state (and so the semaphore's
-// core, which owns the total) alive until its own release.
-void key_state_base::release_permit(std::uint32_t n) noexcept {
-  if (capped()) {
-    total()->release(n);
-  }
-  release(n);
-}
+// A capped permit's release gives the total back first: the key's word
+// keeps the state (and so the semaphore's core, which owns the total) alive
+// until its own release.
+void key_state_base::release_total(std::uint32_t n) noexcept { total()->release(n); }
 
 void key_state_base::leave_stage_granted(std::uint32_t n) noexcept {
   staged_.fetch_sub(n, std::memory_order_relaxed);

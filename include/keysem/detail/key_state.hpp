@@ -67,7 +67,23 @@ class alignas(64) key_state_base {
   // Shard lock held. Takes n permits if nobody waits and they fit (granted),
   // else busy; invalid when n is above the limit. (key_word::try_admit)
   // A capped key takes them from the total too, or reports busy.
-  key_word::verdict try_take(std::uint32_t n) noexcept { return take(n, 0, false); }
+  // Inline for an uncapped key: one compare-and-swap, the whole fast path.
+  key_word::verdict try_take(std::uint32_t n) noexcept {
+    const std::uint32_t raw_limit = limit_.load(std::memory_order_relaxed);
+    if ((raw_limit & capped_flag) != 0) {
+      return take(n, 0, false);
+    }
+    const key_word::policy key_policy{raw_limit, 0};
+    std::uint64_t word = word_.load(std::memory_order_relaxed);
+    for (;;) {
+      const key_word::verdict v = key_word::try_admit(word, n, key_policy);
+      if (v != key_word::verdict::granted ||
+          word_.compare_exchange_weak(word, key_word::apply(word, n, v), std::memory_order_acq_rel,
+                                      std::memory_order_relaxed)) {
+        return v;
+      }
+    }
+  }
 
   // Shard lock held. Takes n permits like try_take (granted), or else
   // registers one waiter in the word, closing the door to barging (queued):
@@ -90,10 +106,29 @@ class alignas(64) key_state_base {
   void give_back_total(key_word::verdict taken, std::uint32_t n) noexcept;
 
   // Any thread. Gives back n held permits; hands them to waiters if any.
-  void release(std::uint32_t n) noexcept;
+  // Inline while the word stays non-zero and needs no drain: one
+  // compare-and-swap; otherwise release_slow().
+  void release(std::uint32_t n) noexcept {
+    std::uint64_t word = word_.load(std::memory_order_relaxed);
+    for (;;) {
+      const std::uint64_t after = key_word::released(word, n);
+      if (after == 0 || (key_word::drain_scheduled(after) && !key_word::drain_scheduled(word))) {
+        return release_slow(n);
+      }
+      if (word_.compare_exchange_weak(word, after, std::memory_order_acq_rel,
+                                      std::memory_order_relaxed)) {
+        return;
+      }
+    }
+  }
 
   // Any thread: a permit's release, which also gives the total back.
-  void release_permit(std::uint32_t n) noexcept;
+  void release_permit(std::uint32_t n) noexcept {
+    if (capped()) {
+      release_total(n);
+    }
+    release(n);
+  }
 
   // Any thread. A staged request granted by the total stops counting as a
   // waiter (leave_stage_granted), or leaves without permits, giving its
@@ -148,6 +183,8 @@ class alignas(64) key_state_base {
   std::pair<std::uint64_t, std::uint64_t> transition(Next next) noexcept;
   key_word::verdict take(std::uint32_t n, std::uint64_t max_waiting, bool may_wait) noexcept;
   key_state_base* total() const noexcept;
+  void release_slow(std::uint32_t n) noexcept;
+  void release_total(std::uint32_t n) noexcept;
   bool stage_at_total(waiter_op& op, key_state_base& total, std::exception_ptr& failure);
   void schedule_drain_from(bool may_dispatch);
 
