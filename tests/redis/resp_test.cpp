@@ -8,7 +8,8 @@ using namespace keysem::redis::detail;
 TEST_CASE("resp: a command encodes as an array of bulk strings, binary-safe") {
   CHECK(encode_command({"SET", "k", "v"}) == "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n");
   const std::string binary("a\0b\r\n", 5);
-  CHECK(encode_command({"GET", binary}) == std::string("*2\r\n$3\r\nGET\r\n$5\r\na\0b\r\n\r\n", 27));
+  static constexpr char expected[] = "*2\r\n$3\r\nGET\r\n$5\r\na\0b\r\n\r\n";
+  CHECK(encode_command({"GET", binary}) == std::string(expected, sizeof expected - 1));
 }
 
 TEST_CASE("resp: replies split at any byte decode once complete, in order") {
