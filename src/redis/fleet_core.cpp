@@ -4,6 +4,13 @@
 #include <keysem/redis/detail/fleet_core.hpp>
 #include <keysem/redis/error.hpp>
 
+// GCC 12 flags asio's awaitable frames, which have class-specific operator
+// new/delete, with a false -Wmismatched-new-delete at the end of every
+// coroutine (GCC PR 109224).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/bind_executor.hpp>
@@ -123,7 +130,8 @@ fleet_core::fleet_core(asio::any_io_executor ex, endpoint server, std::size_t pe
       strand_(asio::make_strand(executor_)),
       permits_(permits),
       options_(std::move(options)),
-      local_(asio::any_io_executor(strand_), permits),
+      stage_(std::make_shared<keysem::keyed_semaphore>(asio::any_io_executor(strand_), permits)),
+      local_(*stage_),
       refresh_timer_(strand_) {
   std::random_device seed;
   const std::uint64_t hi = seed(), lo = seed();
@@ -325,7 +333,7 @@ fleet_core::outcome fleet_core::grant(const std::string& key, const std::string&
   ++counters_->granted;
   ++counters_->held;
   schedule_refresh(steady::now());
-  return outcome{{}, permit_factory::make(std::move(record), weak_from_this(), std::move(local))};
+  return outcome{{}, permit_factory::make(std::move(record), weak_from_this(), stage_, std::move(local))};
 }
 
 void fleet_core::adopt_limit(const std::string& key, std::int64_t limit) {
@@ -579,11 +587,14 @@ void fleet_permit::release() noexcept {
   auto record = std::move(record_);
   record_.reset();
   auto local = std::move(local_);
+  auto stage = std::move(stage_);
+  stage_.reset();
   if (!record) return;
   if (auto core = core_.lock()) {
     core->release(std::move(record), std::move(local));
   } else {
     detail::finish_waiters(*record, boost::asio::error::operation_aborted);
+    local.release();  // before `stage` goes
   }
   core_.reset();
 }

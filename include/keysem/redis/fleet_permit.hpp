@@ -48,6 +48,7 @@ class fleet_permit {
       release();
       record_ = std::move(other.record_);
       core_ = std::move(other.core_);
+      stage_ = std::move(other.stage_);
       local_ = std::move(other.local_);
     }
     return *this;
@@ -99,16 +100,21 @@ class fleet_permit {
 
   std::shared_ptr<detail::lease_record> record_;
   std::weak_ptr<detail::fleet_core> core_;
+  // The local stage outlives its permits: a local permit is released while
+  // the semaphore that granted it still exists.
+  std::shared_ptr<keysem::keyed_semaphore> stage_;
   local_permit local_;
 };
 
 namespace detail {
 struct permit_factory {
   static fleet_permit make(std::shared_ptr<lease_record> record, std::weak_ptr<fleet_core> core,
+                           std::shared_ptr<keysem::keyed_semaphore> stage,
                            keysem::keyed_semaphore::permit local) {
     fleet_permit p;
     p.record_ = std::move(record);
     p.core_ = std::move(core);
+    p.stage_ = std::move(stage);
     p.local_ = std::move(local);
     return p;
   }

@@ -101,7 +101,8 @@ class fleet_core : public std::enable_shared_from_this<fleet_core> {
   connection::strand_type strand_;
   const std::size_t permits_;
   const fleet_options options_;
-  keysem::keyed_semaphore local_;
+  std::shared_ptr<keysem::keyed_semaphore> stage_;  // the local stage, shared with permits
+  keysem::keyed_semaphore& local_;
   std::shared_ptr<connection> commands_;
   std::shared_ptr<connection> subscriber_;
   connection::config subscriber_config_;  // until start()
