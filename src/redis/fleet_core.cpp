@@ -19,9 +19,11 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/system/system_error.hpp>
 
 #include <algorithm>
 #include <limits>
+#include <new>
 #include <stdexcept>
 
 namespace keysem::redis::detail {
@@ -48,6 +50,19 @@ void post_to_handler(Handler h, const asio::any_io_executor& fallback, Args... a
   asio::post(fallback, asio::bind_executor(ex, [h = std::move(h), ... args = std::move(args)]() mutable {
                          std::move(h)(std::move(args)...);
                        }));
+}
+
+// What an exception escaping an acquire coroutine is reported as.
+error_code failure_code(const std::exception_ptr& failure) {
+  try {
+    std::rethrow_exception(failure);
+  } catch (const boost::system::system_error& e) {
+    return e.code();
+  } catch (const std::bad_alloc&) {
+    return asio::error::no_memory;
+  } catch (...) {
+    return make_error_code(error::protocol);
+  }
 }
 
 }  // namespace
@@ -190,7 +205,7 @@ void fleet_core::acquire(std::string key, std::size_t n, std::optional<steady_ti
           [self, signal, slot, work = std::move(work), h = std::move(handler)](
               std::exception_ptr failure, outcome result) mutable {
             if (slot.is_connected()) slot.clear();
-            if (failure) result = outcome{make_error_code(error::protocol), {}};
+            if (failure) result = outcome{failure_code(failure), {}};
             if (result.ec) ++self->counters_->failed;
             post_to_handler(std::move(h), self->executor_, result.ec, std::move(result.permit));
           }));
@@ -199,6 +214,10 @@ void fleet_core::acquire(std::string key, std::size_t n, std::optional<steady_ti
 asio::awaitable<fleet_core::outcome> fleet_core::run_acquire(std::string key, std::uint32_t n,
                                                              std::optional<steady_time> deadline,
                                                              bool try_only) {
+  // Every cancellation type is honoured; cancellation is reported through
+  // error codes, never as an exception out of an await.
+  co_await asio::this_coro::reset_cancellation_state(asio::enable_total_cancellation());
+  co_await asio::this_coro::throw_if_cancelled(false);
   const auto state = co_await asio::this_coro::cancellation_state;
   if (closed_) co_return outcome{make_error_code(error::closed), {}};
   if (n == 0 || n > keysem::keyed_semaphore::max_permits_per_key) co_return outcome{asio::error::invalid_argument, {}};
@@ -225,6 +244,7 @@ asio::awaitable<fleet_core::outcome> fleet_core::run_acquire(std::string key, st
   bool waited = false;
   for (;;) {
     if (closed_) co_return outcome{make_error_code(error::closed), {}};
+    if (cancelled(state)) co_return outcome{asio::error::operation_aborted, {}};
     const std::string id = next_id();
     const auto epoch = epoch_of(key);
     const auto sent = steady::now();
