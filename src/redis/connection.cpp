@@ -104,6 +104,18 @@ void connection::start_connect() {
   connect_deadline_ = steady::now() + cfg_.request_timeout;
   arm_timer();
   auto self = shared_from_this();
+  error_code not_numeric;
+  const auto address = asio::ip::make_address(cfg_.server.host, not_numeric);
+  if (!not_numeric) {
+    // A numeric address needs no resolver (whose thread a fork would not keep).
+    socket_.async_connect(asio::ip::tcp::endpoint(address, cfg_.server.port),
+                          asio::bind_executor(strand_, [self, gen](error_code ec) {
+                            if (gen != self->generation_) return;
+                            if (ec) return self->fail_all(error::connection_failed, true);
+                            self->on_connected();
+                          }));
+    return;
+  }
   resolver_.async_resolve(
       cfg_.server.host, std::to_string(cfg_.server.port),
       asio::bind_executor(strand_, [self, gen](error_code ec, asio::ip::tcp::resolver::results_type results) {

@@ -145,7 +145,10 @@ fleet_core::fleet_core(asio::any_io_executor ex, endpoint server, std::size_t pe
       strand_(asio::make_strand(executor_)),
       permits_(permits),
       options_(std::move(options)),
-      stage_(std::make_shared<keysem::keyed_semaphore>(asio::any_io_executor(strand_), permits)),
+      // The local stage runs on its own strands, over the plain executor:
+      // its completions reach the acquire coroutine by a post, never nested
+      // inside the core's strand.
+      stage_(std::make_shared<keysem::keyed_semaphore>(executor_, permits)),
       local_(*stage_),
       refresh_timer_(strand_) {
   std::random_device seed;
@@ -357,13 +360,18 @@ fleet_core::outcome fleet_core::grant(const std::string& key, const std::string&
 }
 
 void fleet_core::adopt_limit(const std::string& key, std::int64_t limit) {
-  // Every replica's local stage follows the limit stored in Redis.
+  // Every replica's local stage follows the limit stored in Redis. Keys
+  // whose local limit was overridden are tracked here, so the common case
+  // (the default limit) costs one set lookup.
   if (limit <= 0 || static_cast<std::uint64_t>(limit) > keysem::keyed_semaphore::max_permits_per_key) return;
   const auto wanted = static_cast<std::size_t>(limit);
-  if (local_.limit(key) == wanted) return;
+  auto it = overridden_.find(key);
   if (wanted == permits_) {
+    if (it == overridden_.end()) return;
+    overridden_.erase(it);
     local_.reset_limit(key);
-  } else {
+  } else if (it == overridden_.end() || it->second != wanted) {
+    overridden_[key] = wanted;
     local_.set_limit(key, wanted);
   }
 }
@@ -515,8 +523,10 @@ void fleet_core::forget(const std::shared_ptr<lease_record>& record) {
 }
 
 void fleet_core::release(std::shared_ptr<lease_record> record, keysem::keyed_semaphore::permit local) {
-  asio::dispatch(strand_, [self = shared_from_this(), record = std::move(record),
-                           local = std::move(local)]() mutable {
+  // Posted, never run inline: a release inside an acquire's completion
+  // must not re-enter the local stage from within itself.
+  asio::post(strand_, [self = shared_from_this(), record = std::move(record),
+                       local = std::move(local)]() mutable {
     const bool live = !record->lost.load();
     record->fsm.release();
     self->forget(record);

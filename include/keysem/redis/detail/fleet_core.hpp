@@ -112,6 +112,7 @@ class fleet_core : public std::enable_shared_from_this<fleet_core> {
   bool closed_connections_ = false;
   std::vector<std::shared_ptr<lease_record>> leases_;
   std::map<std::string, waiting_key> waiting_;
+  std::map<std::string, std::size_t> overridden_;  // keys whose local limit differs from permits_
   std::uint64_t epochs_ = 0;
   std::string client_id_;
   std::uint64_t next_id_ = 0;
