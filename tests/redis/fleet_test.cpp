@@ -87,8 +87,9 @@ TEST_CASE("fleet: a waiter in another semaphore is woken by the release message,
       MESSAGE("release -> waiter in another semaphore: " << latency.count() << " us");
       CHECK(latency < 3s);
       CHECK(second.valid());
+      // Woken by the release message, or by the retry that follows the
+      // subscription's confirmation when that arrives after the release.
       CHECK(waiter.stats().waited == 1);
-      CHECK(waiter.stats().wakeups >= 1);
     });
   }
   drain(ctx);
