@@ -237,11 +237,19 @@ asio::awaitable<fleet_core::outcome> fleet_core::run_acquire(std::string key, st
     }
     local = std::move(*taken);
   } else {
-    auto [ec, p] = deadline ? co_await local_.acquire_until(key, n, *deadline, use_tuple)
-                            : co_await local_.acquire(key, n, use_tuple);
+    // Two plain statements, not `deadline ? co_await a : co_await b`: GCC 12
+    // destroys the temporaries of co_await inside a conditional twice, which
+    // released the local permit a second time.
+    std::tuple<error_code, keysem::keyed_semaphore::permit> got;
+    if (deadline) {
+      got = co_await local_.acquire_until(key, n, *deadline, use_tuple);
+    } else {
+      got = co_await local_.acquire(key, n, use_tuple);
+    }
+    error_code ec = std::get<0>(got);
     if (ec == keysem::error::closed) ec = error::closed;
     if (ec) co_return outcome{ec, {}};
-    local = std::move(p);
+    local = std::move(std::get<1>(got));
   }
 
   bool waited = false;
