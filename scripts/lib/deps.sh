@@ -4,10 +4,12 @@
 
 # libboost1.81-dev, never libboost-dev: the latter is Boost 1.74, which
 # lacks what keysem uses from Asio.
+# libhiredis-dev, redis-server: keysem::redis (a RESP codec) and its tests.
 # curl: the http_server example's end-to-end test and the demo talk HTTP with it.
 KEYSEM_DEBIAN_PACKAGES=(
     cmake ninja-build g++ pkg-config
     libboost1.81-dev libxxhash-dev doctest-dev libbenchmark-dev
+    libhiredis-dev redis-server
     curl
 )
 

@@ -1,0 +1,136 @@
+// A redis-server child process on 127.0.0.1 and a free port, for the tests:
+// no persistence, killed (SIGKILL) at the end; restartable on the same port.
+#ifndef KEYSEM_TESTS_REDIS_REDIS_SERVER_HPP
+#define KEYSEM_TESTS_REDIS_REDIS_SERVER_HPP
+
+#include <keysem/redis/detail/connection.hpp>
+#include <keysem/redis/endpoint.hpp>
+
+#include <boost/asio.hpp>
+#include <doctest/doctest.h>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern char** environ;
+
+namespace keysem::redis::test {
+
+namespace asio = boost::asio;
+using error_code = boost::system::error_code;
+using namespace std::chrono_literals;
+
+// A port nobody listens on right now: bind an ephemeral one, then free it
+// (redis 7.0 has no --port 0).
+inline std::uint16_t free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof addr;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    throw std::runtime_error("free_port: cannot bind");
+  }
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+inline bool accepts_connections(std::uint16_t port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return ok;
+}
+
+class redis_server {
+ public:
+  redis_server() : port_(free_port()) { start(); }
+  ~redis_server() { kill(); }
+  redis_server(const redis_server&) = delete;
+  redis_server& operator=(const redis_server&) = delete;
+
+  std::uint16_t port() const { return port_; }
+  endpoint where() const { return endpoint{"127.0.0.1", port_, {}, 0}; }
+
+  void start() {
+    const std::string port = std::to_string(port_);
+    std::vector<std::string> args{"redis-server", "--port", port, "--bind", "127.0.0.1",
+                                  "--save", "", "--appendonly", "no", "--logfile", "/dev/null"};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    // Its output goes to /dev/null, so that a crashed test leaves no server
+    // holding the test runner's pipes open.
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+    const int spawned = ::posix_spawnp(&pid_, "redis-server", &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    if (spawned != 0) {
+      throw std::runtime_error("cannot start redis-server");
+    }
+    // Bounded wait for the server to listen (a test-harness readiness check).
+    for (int i = 0; i < 500 && !accepts_connections(port_); ++i) {
+      std::this_thread::sleep_for(10ms);
+    }
+    REQUIRE(accepts_connections(port_));
+  }
+
+  /// kill -9 and reap.
+  void kill() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      int status = 0;
+      ::waitpid(pid_, &status, 0);
+      pid_ = -1;
+    }
+  }
+
+ private:
+  std::uint16_t port_;
+  pid_t pid_ = -1;
+};
+
+// Runs one command on a fresh connection and returns its reply (bounded).
+inline std::pair<error_code, detail::reply> command(const endpoint& where,
+                                                    const std::vector<std::string>& args) {
+  asio::io_context ctx;
+  detail::connection::config cfg;
+  cfg.server = where;
+  auto conn = std::make_shared<detail::connection>(asio::make_strand(ctx.get_executor()), cfg);
+  std::optional<std::pair<error_code, detail::reply>> out;
+  asio::post(ctx, [&] {
+    conn->execute(args, [&](error_code ec, detail::reply r) {
+      out.emplace(ec, std::move(r));
+      conn->close();
+    });
+  });
+  ctx.run_for(5s);
+  REQUIRE(out.has_value());
+  return *out;
+}
+
+}  // namespace keysem::redis::test
+
+#endif
