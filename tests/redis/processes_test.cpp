@@ -6,9 +6,12 @@
 #include <time.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstdio>
 #include <map>
+#include <mutex>
 #include <sstream>
+#include <thread>
 
 using namespace keysem::redis;
 using namespace keysem::redis::test;
@@ -87,16 +90,29 @@ TEST_CASE("processes: forked processes sharing limits never overlap beyond the l
   }
   ::close(fds[1]);
   int succeeded = 0;
-  for (pid_t pid : children) {
-    int status = -1;
-    for (int waited = 0; waited < 3000 && ::waitpid(pid, &status, WNOHANG) == 0; ++waited) {
-      ::usleep(10000);  // bounded reaping of the children, 30 s at most
-    }
-    if (status == -1) {
-      ::kill(pid, SIGKILL);
+  {
+    // The children are reaped as they exit; a guard kills any still running
+    // after 30 s, so the test is bounded even if one hangs.
+    std::mutex lock;
+    std::condition_variable all_reaped;
+    bool reaped = false;
+    std::thread guard([&] {
+      std::unique_lock held(lock);
+      if (!all_reaped.wait_for(held, std::chrono::seconds(30), [&] { return reaped; })) {
+        for (pid_t pid : children) ::kill(pid, SIGKILL);
+      }
+    });
+    for (pid_t pid : children) {
+      int status = 0;
       ::waitpid(pid, &status, 0);
+      if (WIFEXITED(status) && WEXITSTATUS(status) == 0) ++succeeded;
     }
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) ++succeeded;
+    {
+      std::lock_guard held(lock);
+      reaped = true;
+    }
+    all_reaped.notify_all();
+    guard.join();
   }
   std::string log;
   char buffer[4096];

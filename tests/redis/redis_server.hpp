@@ -12,6 +12,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
@@ -62,6 +63,28 @@ inline bool accepts_connections(std::uint16_t port) {
   return ok;
 }
 
+// Reads fd until a line containing `marker` arrives; false on end of file
+// or when `bound` passes first (poll() waits for the data itself).
+inline bool wait_for_line(int fd, const std::string& marker, std::chrono::milliseconds bound) {
+  const auto deadline = std::chrono::steady_clock::now() + bound;
+  std::string seen;
+  char buffer[1024];
+  while (seen.find(marker) == std::string::npos) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    pollfd watched{fd, POLLIN, 0};
+    if (left.count() <= 0 || ::poll(&watched, 1, static_cast<int>(left.count())) <= 0) {
+      return false;
+    }
+    const ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n <= 0) {
+      return false;
+    }
+    seen.append(buffer, static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
 class redis_server {
  public:
   redis_server() : port_(free_port()) { start(); }
@@ -74,26 +97,33 @@ class redis_server {
 
   void start() {
     const std::string port = std::to_string(port_);
+    // The log goes to stdout, a pipe of our own: the server says when it
+    // listens ("Ready to accept connections"), and the test waits for that
+    // line. Once the pipe is closed its later log lines are dropped (Redis
+    // ignores SIGPIPE), and no pipe of the test runner is ever held open.
     std::vector<std::string> args{"redis-server", "--port", port, "--bind", "127.0.0.1",
-                                  "--save", "", "--appendonly", "no", "--logfile", "/dev/null"};
+                                  "--save", "", "--appendonly", "no", "--logfile", ""};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
-    // Its output goes to /dev/null, so that a crashed test leaves no server
-    // holding the test runner's pipes open.
+    int log[2];
+    if (::pipe2(log, O_CLOEXEC) != 0) {
+      throw std::runtime_error("cannot create a pipe for redis-server");
+    }
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_adddup2(&actions, log[1], 1);
     posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
     const int spawned = ::posix_spawnp(&pid_, "redis-server", &actions, nullptr, argv.data(), environ);
     posix_spawn_file_actions_destroy(&actions);
+    ::close(log[1]);
     if (spawned != 0) {
+      ::close(log[0]);
       throw std::runtime_error("cannot start redis-server");
     }
-    // Bounded wait for the server to listen (a test-harness readiness check).
-    for (int i = 0; i < 500 && !accepts_connections(port_); ++i) {
-      std::this_thread::sleep_for(10ms);
-    }
+    const bool ready = wait_for_line(log[0], "Ready to accept connections", 10s);
+    ::close(log[0]);
+    REQUIRE_MESSAGE(ready, "redis-server on port " << port_ << " did not report that it listens");
     REQUIRE(accepts_connections(port_));
   }
 
