@@ -166,7 +166,7 @@ verdict key_state_base::take_total(std::uint32_t n, std::uint64_t max_waiting,
                                    bool may_wait) noexcept {
   if (!may_wait || max_waiting == 0) {
     // Waiting at the total would make one more waiter of its key.
-    if (take(n, 0, false) == verdict::granted) {
+    if (try_take(n) == verdict::granted) {  // the total is never capped: inline
       return verdict::granted;
     }
     return may_wait ? verdict::queue_full : verdict::busy;
