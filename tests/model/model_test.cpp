@@ -93,7 +93,8 @@ void run_random(std::uint64_t case_index, const generator_options& options) {
   MESSAGE("model: " << stats.sequences << " sequences, " << stats.steps_applied << " steps applied ("
                     << stats.steps_skipped << " skipped), " << stats.handlers_run << " handlers run, "
                     << stats.timed_out << " timed out (" << stats.reports_awaited << " timer reports awaited, " << stats.late_reports
-                    << " of them not yet in), seeds "
+                    << " of them not yet in), " << stats.capped << " with a total limit (" << stats.staged_at_once
+                    << " acquires staged at once, " << stats.transferred << " moved by a transfer job), seeds "
                     << base << ".." << base + count - 1 << ", " << seconds << " s");
 }
 
@@ -127,6 +128,7 @@ op_view completed(ec_kind ec, int count) { return {fate::completed, ec, count, t
 
 TEST_CASE("model: random sequences, one shard, no endings (grants, cancellation, tokens)") {
   generator_options o;
+  o.total_percent = 35;
   o.multi_shard = false;
   o.endings = false;
   run_random(0, o);
@@ -134,6 +136,7 @@ TEST_CASE("model: random sequences, one shard, no endings (grants, cancellation,
 
 TEST_CASE("model: random sequences, several shards, no endings") {
   generator_options o;
+  o.total_percent = 35;
   o.endings = false;
   o.max_keys = 4;
   run_random(1, o);
@@ -141,11 +144,13 @@ TEST_CASE("model: random sequences, several shards, no endings") {
 
 TEST_CASE("model: random sequences with close, destruction and context death") {
   generator_options o;
+  o.total_percent = 35;
   run_random(2, o);
 }
 
 TEST_CASE("model: random long sequences, one key, heavy weights") {
   generator_options o;
+  o.total_percent = 35;
   o.min_steps = 40;
   o.max_steps = 120;
   o.max_keys = 1;
