@@ -33,6 +33,7 @@ struct run_stats {
   std::size_t capped = 0;            // sequences with a total limit
   std::size_t staged_at_once = 0;    // acquires staged at the total when initiated
   std::size_t transferred = 0;       // ... moved there from their key's queue (transfer job)
+  std::size_t timed_out_at_total = 0;  // acquires timed out while waiting for the total
 };
 
 namespace detail {
@@ -124,6 +125,7 @@ class runner {
         if (seq_.cfg.total > 0) ++stats_->capped;
         stats_->staged_at_once += model_.staged_at_once();
         stats_->transferred += model_.transferred();
+        stats_->timed_out_at_total += model_.timed_out_at_total();
       }
       return f;
     } catch (const std::exception& e) {

@@ -166,7 +166,8 @@ class model {
     // strand service lists it last (it lists newest first).
     // With a total limit, `shards + 1` is the total's strand (its own shard).
     strands_.resize(static_cast<std::size_t>(shards_) + 2);
-    timers_.resize(static_cast<std::size_t>(shards_));
+    // Timer `shards` is the total's shard's (its heap holds staged ops).
+    timers_.resize(static_cast<std::size_t>(shards_) + 1);
   }
 
   // The handlers the real system invoked during the step about to be
@@ -333,6 +334,7 @@ class model {
   bool sem_alive() const { return sem_alive_; }
   std::size_t staged_at_once() const { return staged_at_once_; }
   std::size_t transferred() const { return transferred_; }
+  std::size_t timed_out_at_total() const { return timed_out_at_total_; }
   std::size_t timed_out_outcomes() const {
     return static_cast<std::size_t>(std::count_if(ops_.begin(), ops_.end(), [](const op& o) {
       return o.f == fate::completed && o.final_ec == ec_kind::timed_out;
@@ -787,7 +789,7 @@ class model {
   void run_reactor(int c) {
     if (c != 0) return;
     std::vector<int> ready;
-    for (int s = 0; s < shards_; ++s) {
+    for (int s = 0; s < static_cast<int>(timers_.size()); ++s) {
       const shard_timer& t = timers_[static_cast<std::size_t>(s)];
       if (t.wait_pending && t.wait_expired) ready.push_back(s);
     }
@@ -817,9 +819,10 @@ class model {
   void heap_remove(op& o) {
     if (!o.in_heap) return;
     o.in_heap = false;
-    shard_timer& t = timers_[static_cast<std::size_t>(shard_of(o.key))];
+    const int s = heap_of(o);
+    shard_timer& t = timers_[static_cast<std::size_t>(s)];
     t.heap.erase(std::find(t.heap.begin(), t.heap.end(), o.id));
-    if (t.heap.empty()) disarm(shard_of(o.key));
+    if (t.heap.empty()) disarm(s);
   }
 
   // The pending wait is cancelled: its handler is queued with
@@ -879,8 +882,11 @@ class model {
   // The timer's handler (expired or cancelled) is dispatched to the shard's
   // strand: the timer's executor is the strand.
   void timer_completion(int s, int generation) {
-    strand_execute(s, {job_kind::fire, generation, -1, s}, false);
+    strand_execute(s < shards_ ? s : total_strand(), {job_kind::fire, generation, -1, s}, false);
   }
+  // The deadline heap (timer) an op is in: its key's shard's, or once
+  // staged the total's shard's.
+  int heap_of(const op& o) const { return o.staged ? shards_ : shard_of(o.key); }
 
   void fire(int s, long generation) {
     shard_timer& t = timers_[static_cast<std::size_t>(s)];
@@ -899,6 +905,16 @@ class model {
     op& o = ops_[static_cast<std::size_t>(id)];
     if (o.st != status::waiting) return;  // cancelled: its cancel job takes it out
     o.st = status::claimed;
+    if (o.staged) {
+      // At the total: it leaves the total's queue (its key gets the
+      // reservation back), then the waiters it held back are served.
+      erase_from_total(o);
+      --total_.waiters;
+      ++timed_out_at_total_;
+      deliver(o, ec_kind::timed_out, 0);
+      grant_total();
+      return;
+    }
     key_state& ks = keys_.at(o.key);
     erase_from_queue(ks, o);
     --ks.waiters;
@@ -1348,6 +1364,7 @@ class model {
     }
     total_.queue.push_back(id);
     o.linked = true;
+    if (o.dl != deadline::none) heap_add(shards_, id);
     grant_total();
   }
 
@@ -1363,11 +1380,17 @@ class model {
       if (o.st == status::cancelled) continue;
       if (kw::serve_head(total_word(), static_cast<std::uint64_t>(o.n), limit) != kw::head_action::grant) break;
       o.st = status::claimed;
-      total_.queue.erase(std::find(total_.queue.begin(), total_.queue.end(), id));
-      o.linked = false;
+      erase_from_total(o);
       set_total_word(kw::granted_from_queue(total_word(), static_cast<std::uint64_t>(o.n)));
       deliver(o, ec_kind::ok, o.n);
     }
+  }
+
+  // unlink at the total: its queue and its shard's deadline heap.
+  void erase_from_total(op& o) {
+    total_.queue.erase(std::find(total_.queue.begin(), total_.queue.end(), o.id));
+    o.linked = false;
+    heap_remove(o);
   }
 
   void drain_total() {
@@ -1378,8 +1401,7 @@ class model {
   void finish_cancelled_total(int id) {
     op& o = ops_[static_cast<std::size_t>(id)];
     if (o.linked) {
-      total_.queue.erase(std::find(total_.queue.begin(), total_.queue.end(), id));
-      o.linked = false;
+      erase_from_total(o);
     }
     grant_total();  // the cancelled op may have been blocking the head
     deliver(o, ec_kind::aborted, 0);
@@ -1395,8 +1417,7 @@ class model {
       op& o = ops_[static_cast<std::size_t>(id)];
       if (o.st != status::waiting) continue;
       o.st = status::claimed;
-      total_.queue.erase(std::find(total_.queue.begin(), total_.queue.end(), id));
-      o.linked = false;
+      erase_from_total(o);
       ++aborted;
       deliver(o, ec, 0);
     }
@@ -1895,7 +1916,7 @@ class model {
   bool sem_alive_ = true;
   bool detached_ = false;
   int last_try_ = 0;
-  std::size_t staged_at_once_ = 0, transferred_ = 0;
+  std::size_t staged_at_once_ = 0, transferred_ = 0, timed_out_at_total_ = 0;
 };
 
 }  // namespace keysem::model

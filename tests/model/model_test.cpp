@@ -94,7 +94,7 @@ void run_random(std::uint64_t case_index, const generator_options& options) {
                     << stats.steps_skipped << " skipped), " << stats.handlers_run << " handlers run, "
                     << stats.timed_out << " timed out (" << stats.reports_awaited << " timer reports awaited, " << stats.late_reports
                     << " of them not yet in), " << stats.capped << " with a total limit (" << stats.staged_at_once
-                    << " acquires staged at once, " << stats.transferred << " moved by a transfer job), seeds "
+                    << " acquires staged at once, " << stats.transferred << " moved by a transfer job, " << stats.timed_out_at_total << " timed out at the total), seeds "
                     << base << ".." << base + count - 1 << ", " << seconds << " s");
 }
 

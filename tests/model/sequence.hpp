@@ -512,7 +512,7 @@ inline sequence generate(std::uint64_t seed, const generator_options& options = 
     // Drawn for every step, so that the stream of the other fields does not
     // depend on the kind.
     const int roll = r.below(100);
-    if (s.what == kind::acquire && s.tok != token::coro && s.tok != token::awaitable && seq.cfg.total == 0) {
+    if (s.what == kind::acquire && s.tok != token::coro && s.tok != token::awaitable) {
       if (roll < options.past_deadline_percent) {
         s.dl = deadline::past;
       } else if (roll < options.past_deadline_percent + options.later_deadline_percent) {
