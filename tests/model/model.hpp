@@ -1424,6 +1424,21 @@ class model {
     total_.waiters -= aborted;
   }
 
+  // The context's shutdown: the total's queued ops are destroyed unrun,
+  // each giving its key's reservation back.
+  void drop_total_waiters() {
+    const std::deque<int> snapshot = total_.queue;
+    for (int id : snapshot) {
+      op& o = ops_[static_cast<std::size_t>(id)];
+      if (o.st != status::waiting) continue;
+      o.st = status::claimed;
+      erase_from_total(o);
+      destroy_op(o);
+      leave_stage(o, false);
+      --total_.waiters;
+    }
+  }
+
   void release_total(int n) {
     namespace kw = keysem::detail::key_word;
     const std::uint64_t before = total_word();
@@ -1789,6 +1804,11 @@ class model {
         if (o.st == status::waiting) {
           o.st = status::claimed;
           destroy_op(o);
+          if (o.staged) {
+            leave_stage(o, false);  // ~waiter_op: the key's reservation goes
+            --total_.waiters;
+            break;
+          }
           --keys_.at(o.key).waiters;
           reclaim_if_idle(o.key);
         }
@@ -1796,6 +1816,13 @@ class model {
       }
       case job_kind::cancel: {
         op& o = ops_[static_cast<std::size_t>(j.op)];
+        if (o.staged) {
+          if (o.linked) erase_from_total(o);
+          destroy_op(o);
+          leave_stage(o, false);
+          --total_.waiters;
+          break;
+        }
         key_state& ks = keys_.at(o.key);
         if (o.linked) {
           erase_from_queue(ks, o);
@@ -1806,12 +1833,20 @@ class model {
         break;
       }
       case job_kind::drain:
+        if (j.key < 0) {
+          total_.drain = false;
+          break;
+        }
         keys_.at(j.key).drain = false;
         keys_.at(j.key).limit_changed = false;  // drop_drain
         reclaim_if_idle(j.key);
         break;
       case job_kind::abort:
-        abort_shard(j.shard, j.ec, false);
+        if (j.shard < 0) {
+          drop_total_waiters();
+        } else {
+          abort_shard(j.shard, j.ec, false);
+        }
         break;
       case job_kind::call:
         destroy_result(ops_[static_cast<std::size_t>(j.op)]);
@@ -1858,6 +1893,9 @@ class model {
     //    lets go of its strands.
     for (int s = 0; s < shards_; ++s) abort_shard(s, ec_kind::aborted, false);
     detached_ = true;
+    // The total too (a drain its staged ops' keys would need cannot be
+    // posted any more: dropped, as the shards' detachment drops it).
+    if (capped()) drop_total_waiters();
     // The shards drop their timers (the heaps stay: a cancel job destroyed
     // below still takes its op out); pending waits die with the reactor.
     for (shard_timer& t : timers_) {
@@ -1868,9 +1906,13 @@ class model {
     }
     // 2. The strand service, newest strand first: waiting jobs, then ready ones.
     std::vector<job> doomed;
-    for (int i = 0; i <= shards_; ++i) {
-      // shards_-1, ..., 0, then the user strand (created first)
-      const int s = i < shards_ ? shards_ - 1 - i : shards_;
+    // shards_-1, ..., 0, then the total's strand (created before the
+    // shards'), then the user strand (created before the semaphore).
+    std::vector<int> order;
+    for (int i = shards_ - 1; i >= 0; --i) order.push_back(i);
+    if (capped()) order.push_back(total_strand());
+    order.push_back(user_strand());
+    for (int s : order) {
       strand& st = strands_[static_cast<std::size_t>(s)];
       for (const job& j : st.waiting) doomed.push_back(j);
       for (const job& j : st.ready) doomed.push_back(j);

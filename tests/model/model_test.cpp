@@ -160,6 +160,7 @@ TEST_CASE("model: random long sequences, one key, heavy weights") {
 
 TEST_CASE("model: random short sequences that end with the context's death, jobs still queued") {
   generator_options o;
+  o.total_percent = 35;
   o.min_steps = 3;
   o.max_steps = 16;
   o.poll_divisor = 4;

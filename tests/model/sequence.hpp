@@ -496,9 +496,6 @@ inline sequence generate(std::uint64_t seed, const generator_options& options = 
          s.what == kind::destroy_ctx2)) {
       s.what = kind::poll_one;
     }
-    // With a total limit, context 0 is not destroyed mid-sequence (not
-    // modelled: the total's strand among the strand service's).
-    if (seq.cfg.total > 0 && s.what == kind::destroy_ctx) s.what = kind::poll_one;
     s.key = r.below(seq.cfg.keys);
     s.n = random_count(r, seq.cfg.limit);
     if (s.what == kind::set_limit) s.n = 1 + r.below(seq.cfg.limit + 1);
