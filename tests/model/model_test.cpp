@@ -459,4 +459,232 @@ destroy_ctx
   }
 }
 
+// semaphore_options::total_limit (header field total=T): the guarantees of
+// reference.md "The total limit", each as a script that the checker compares
+// with the model step by step, and whose outcome the example states.
+TEST_CASE("model: the total limit, the contract's examples") {
+  SUBCASE("held back only by the total: staged at once, its key's permits reserved") {
+    // Key 1 admits op 0, the total (held by key 0) does not: op 0 waits at
+    // the total with key 1's permit reserved; in_use(1) does not count it,
+    // waiting(1) does; the total's release grants it.
+    const observation staged = outcome_of(R"(keys=2 limit=2 shards=2 total=2
+try k=0 n=2
+acquire k=1 n=1 tok=callback cancel=0 then=keep
+try k=1 n=1
+poll
+)");
+    REQUIRE(staged.ops.size() == 1);
+    CHECK(staged.ops[0].f == fate::pending);
+    CHECK(staged.in_use == std::vector<std::size_t>{2, 0});
+    CHECK(staged.available == std::vector<std::size_t>{0, 2});
+    CHECK(staged.waiting == std::vector<std::size_t>{0, 1});
+    CHECK(staged.total_in_use == 2);
+    CHECK(staged.total_waiting == 1);
+    CHECK(staged.stats.try_failed == 1);  // key 1 has a waiter: no overtaking
+    CHECK(staged.stats.waiting == 1);
+    CHECK(staged.stats.in_use == 2);
+    const observation end = outcome_of(R"(keys=2 limit=2 shards=2 total=2
+try k=0 n=2
+acquire k=1 n=1 tok=callback cancel=0 then=keep
+poll
+release target=0
+poll
+)");
+    CHECK(end.ops[0] == completed(ec_kind::ok, 1));
+    CHECK(end.in_use == std::vector<std::size_t>{0, 1});
+    CHECK(end.waiting == std::vector<std::size_t>{0, 0});
+    CHECK(end.total_in_use == 1);
+    CHECK(end.total_waiting == 0);
+    CHECK(end.stats.granted_after_wait == 1);
+  }
+  SUBCASE("oldest first across keys; a key's head moved to the total by the transfer job") {
+    // Op 0 waits in key 0's queue, op 1 (key 1) at the total. The release
+    // frees both levels: the total's drain grants op 1 (registered there
+    // first); key 0's drain then finds its head fitting the key but not the
+    // total and moves it to the total's queue.
+    const observation moved = outcome_of(R"(keys=2 limit=1 shards=2 total=1
+try k=0 n=1
+acquire k=0 n=1 tok=callback cancel=0 then=keep
+acquire k=1 n=1 tok=callback cancel=0 then=keep
+poll
+release target=0
+poll
+)");
+    REQUIRE(moved.ops.size() == 2);
+    CHECK(moved.ops[0].f == fate::pending);
+    CHECK(moved.ops[1] == completed(ec_kind::ok, 1));
+    CHECK(moved.in_use == std::vector<std::size_t>{0, 1});
+    CHECK(moved.waiting == std::vector<std::size_t>{1, 0});
+    CHECK(moved.total_waiting == 1);
+    const observation end = outcome_of(R"(keys=2 limit=1 shards=2 total=1
+try k=0 n=1
+acquire k=0 n=1 tok=callback cancel=0 then=keep
+acquire k=1 n=1 tok=callback cancel=0 then=keep
+poll
+release target=0
+poll
+release target=0
+poll
+)");
+    CHECK(end.ops[0] == completed(ec_kind::ok, 1));
+    CHECK(end.in_use == std::vector<std::size_t>{1, 0});
+    CHECK(end.total_in_use == 1);
+    CHECK(end.total_waiting == 0);
+  }
+  SUBCASE("a hot key fills the total's queue only up to its own limit") {
+    // Key 0 (limit 2) has four waiters; only two can wait at the total, the
+    // others wait in its own queue; key 1's request waits at the total
+    // right behind them, not behind all four.
+    const observation end = outcome_of(R"(keys=2 limit=2 shards=1 total=1
+try k=1 n=1
+acquire k=0 n=1 tok=callback cancel=0 then=keep
+acquire k=0 n=1 tok=callback cancel=0 then=keep
+acquire k=0 n=1 tok=callback cancel=0 then=keep
+acquire k=0 n=1 tok=callback cancel=0 then=keep
+acquire k=1 n=1 tok=callback cancel=0 then=keep
+poll
+)");
+    CHECK(end.waiting == std::vector<std::size_t>{4, 1});
+    CHECK(end.in_use == std::vector<std::size_t>{0, 1});
+    CHECK(end.available == std::vector<std::size_t>{2, 1});
+    // Key 0's two staged requests (one staged at once, one moved by its
+    // enqueue job's grant pass), then key 1's.
+    CHECK(end.total_waiting == 3);
+  }
+  SUBCASE("cancellation at the total lets its key's queue move on") {
+    const observation end = outcome_of(R"(keys=2 limit=1 shards=1 total=1
+try k=0 n=1
+acquire k=1 n=1 tok=callback cancel=1 then=keep
+acquire k=1 n=1 tok=callback cancel=0 then=keep
+poll
+cancel target=0 type=partial
+poll
+)");
+    REQUIRE(end.ops.size() == 2);
+    CHECK(end.ops[0] == completed(ec_kind::aborted, 0));
+    CHECK(end.ops[1].f == fate::pending);  // moved to the total, which key 0 still holds
+    CHECK(end.waiting == std::vector<std::size_t>{0, 1});
+    CHECK(end.in_use == std::vector<std::size_t>{1, 0});
+    CHECK(end.total_waiting == 1);
+    CHECK(end.stats.cancelled == 1);
+  }
+  SUBCASE("cancellation on the way to the total: the transfer job finishes it") {
+    // The second poll_one runs key 0's drain, which moves op 0 to the total
+    // (its transfer job queued behind op 1's handler); the signal then
+    // finds it transferring.
+    const observation end = outcome_of(R"(keys=2 limit=1 shards=2 total=1
+try k=0 n=1
+acquire k=0 n=1 tok=callback cancel=1 then=keep
+acquire k=1 n=1 tok=callback cancel=1 then=keep
+poll
+release target=0
+poll_one
+poll_one
+cancel target=0 type=terminal
+poll
+)");
+    REQUIRE(end.ops.size() == 2);
+    CHECK(end.ops[0] == completed(ec_kind::aborted, 0));
+    CHECK(end.ops[1] == completed(ec_kind::ok, 1));
+    CHECK(end.waiting == std::vector<std::size_t>{0, 0});
+    CHECK(end.in_use == std::vector<std::size_t>{0, 1});
+    CHECK(end.total_waiting == 0);
+    CHECK(end.key_count == 1);  // key 0's reservation went with it
+  }
+  SUBCASE("try_acquire never overtakes a request waiting at the total") {
+    const observation end = outcome_of(R"(keys=2 limit=2 shards=1 total=2
+try k=0 n=2
+acquire k=1 n=2 tok=callback cancel=0 then=keep
+release target=0
+try k=0 n=1
+poll
+)");
+    CHECK(end.stats.try_failed == 1);
+    CHECK(end.ops[0] == completed(ec_kind::ok, 2));
+    CHECK(end.total_in_use == 2);
+  }
+  SUBCASE("the queue bound counts the total's stage; 0 rejects what the total holds back") {
+    const observation one = outcome_of(R"(keys=1 limit=2 shards=1 max_waiters=1 total=1
+try k=0 n=1
+acquire k=0 n=1 tok=callback cancel=0 then=keep
+acquire k=0 n=1 tok=callback cancel=0 then=keep
+poll
+)");
+    CHECK(one.ops[0].f == fate::pending);
+    CHECK(one.ops[1] == completed(ec_kind::queue_full, 0));
+    CHECK(one.waiting == std::vector<std::size_t>{1});
+    const observation none = outcome_of(R"(keys=1 limit=2 shards=1 max_waiters=0 total=1
+try k=0 n=1
+acquire k=0 n=1 tok=callback cancel=0 then=keep
+poll
+)");
+    CHECK(none.ops[0] == completed(ec_kind::queue_full, 0));
+    CHECK(none.waiting == std::vector<std::size_t>{0});
+    CHECK(none.total_waiting == 0);
+    CHECK(none.stats.rejected_queue_full == 1);
+  }
+  SUBCASE("a request above the total is an invalid argument") {
+    const observation end = outcome_of(R"(keys=1 limit=3 shards=1 total=2
+acquire k=0 n=3 tok=callback cancel=0 then=keep
+try k=0 n=3
+poll
+)");
+    CHECK(end.ops[0] == completed(ec_kind::invalid, 0));
+    CHECK(end.stats.invalid_argument == 2);
+    CHECK(end.key_count == 0);
+  }
+  SUBCASE("a deadline keeps running at the total") {
+    const observation end = outcome_of(R"(keys=2 limit=1 shards=1 total=1
+try k=0 n=1
+acquire k=1 n=1 tok=callback cancel=0 then=keep deadline=past
+poll
+)");
+    CHECK(end.ops[0] == completed(ec_kind::timed_out, 0));
+    CHECK(end.waiting == std::vector<std::size_t>{0, 0});
+    CHECK(end.total_waiting == 0);
+    CHECK(end.key_count == 1);
+    CHECK(end.stats.timed_out == 1);
+  }
+  SUBCASE("close() completes requests at either stage with closed") {
+    const observation end = outcome_of(R"(keys=2 limit=1 shards=2 total=1
+try k=0 n=1
+acquire k=1 n=1 tok=callback cancel=0 then=keep
+acquire k=0 n=1 tok=strand cancel=0 then=keep
+poll
+close
+poll
+)");
+    CHECK(end.ops[0] == completed(ec_kind::closed, 0));
+    CHECK(end.ops[1] == completed(ec_kind::closed, 0));
+    CHECK(end.waiting == std::vector<std::size_t>{0, 0});
+    CHECK(end.total_waiting == 0);
+    CHECK(end.total_in_use == 1);
+    CHECK(end.stats.rejected_closed == 2);
+  }
+  SUBCASE("destruction and the context's death with staged requests") {
+    const observation destroyed = outcome_of(R"(keys=2 limit=1 shards=1 total=1
+try k=0 n=1
+acquire k=1 n=1 tok=callback cancel=0 then=keep
+poll_one
+acquire k=0 n=1 tok=ctx2 cancel=0 then=keep
+destroy_sem
+poll
+poll2
+)");
+    CHECK(destroyed.ops[0] == completed(ec_kind::aborted, 0));
+    CHECK(destroyed.ops[1] == completed(ec_kind::aborted, 0));
+    const observation dead = outcome_of(R"(keys=2 limit=1 shards=1 total=1
+try k=0 n=1
+acquire k=1 n=1 tok=callback cancel=0 then=keep
+acquire k=1 n=1 tok=callback cancel=1 then=keep
+poll
+destroy_ctx
+)");
+    CHECK(dead.ops[0].f == fate::destroyed);
+    CHECK(dead.ops[1].f == fate::destroyed);
+    CHECK(dead.waiting == std::vector<std::size_t>{0, 0});
+    CHECK(dead.total_waiting == 0);
+  }
+}
+
 }  // namespace keysem::model
