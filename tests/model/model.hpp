@@ -422,6 +422,11 @@ class model {
       if (ks.staged < 0 || ks.staged > ks.held) return "model: staged permits out of range on key " + std::to_string(k);
     }
     if (capped()) {
+      // Both levels count the same granted permits (a grant takes both, a
+      // release gives back both, in one step here).
+      int granted = 0;
+      for (const auto& [k, ks] : keys_) granted += ks.held - ks.staged;
+      if (granted != total_.held) return "model: the total's held permits differ from the keys' granted ones";
       if (total_.held < 0 || total_.held > cfg_.total) return "model: total held out of range";
       if (static_cast<int>(total_.queue.size()) > total_.waiters) return "model: total queue longer than waiters";
     }
