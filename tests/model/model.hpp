@@ -62,6 +62,19 @@
 // await_timer_report). The reactor run then collects every expired wait, as
 // the model says, whatever the load.
 //
+// The total limit (semaphore_options::total_limit, config::total): the
+// total is one more word and one FIFO queue across keys, with its own strand
+// (and its shard's deadline heap and timer). A request its key grants asks
+// the total in the same step; held back there it is staged (key_word::
+// staged: its key's permits reserved, still a waiter of its key) and its
+// enqueue job goes to the total's strand. A key's grant pass moves a head
+// the total holds back (key_word::staged_from_queue) through a transfer job
+// posted to the total's strand; a signal meanwhile makes the transfer job
+// finish it as cancelled. Granted at the total, a staged op stops being a
+// waiter of its key (granted_from_stage); leaving otherwise, it gives the
+// reservation back (left_stage), which may post its key's drain before its
+// own completion. A release gives back the total first, then the key.
+//
 // One order is left open by the contract: a close/destroy job completes the
 // queued ops of every key of its shard, FIFO within a key, keys in an
 // unspecified order (the table's). The model does not guess it: the real
