@@ -531,6 +531,46 @@ poll
     CHECK(end.total_in_use == 1);
     CHECK(end.total_waiting == 0);
   }
+  SUBCASE("head-of-line at the total: a weighted request blocks smaller ones of other keys") {
+    // Op 0 (key 1, n = 2) waits at the total with one permit of it free;
+    // op 1 (key 2, n = 1) would fit, but it may not overtake.
+    const observation blocked = outcome_of(R"(keys=3 limit=2 shards=1 total=2
+try k=0 n=1
+acquire k=1 n=2 tok=callback cancel=0 then=keep
+acquire k=2 n=1 tok=callback cancel=0 then=keep
+poll
+)");
+    CHECK(blocked.ops[0].f == fate::pending);
+    CHECK(blocked.ops[1].f == fate::pending);
+    CHECK(blocked.total_in_use == 1);
+    CHECK(blocked.total_waiting == 2);
+    const observation end = outcome_of(R"(keys=3 limit=2 shards=1 total=2
+try k=0 n=1
+acquire k=1 n=2 tok=callback cancel=0 then=keep
+acquire k=2 n=1 tok=callback cancel=0 then=keep
+poll
+release target=0
+poll
+)");
+    CHECK(end.ops[0] == completed(ec_kind::ok, 2));
+    CHECK(end.ops[1].f == fate::pending);
+    CHECK(end.in_use == std::vector<std::size_t>{0, 2, 0});
+    CHECK(end.waiting == std::vector<std::size_t>{0, 0, 1});
+  }
+  SUBCASE("set_limit above the total is allowed; the total still bounds the key") {
+    const observation end = outcome_of(R"(keys=2 limit=1 shards=1 total=2
+set_limit k=0 n=3
+acquire k=0 n=3 tok=callback cancel=0 then=keep
+acquire k=0 n=2 tok=callback cancel=0 then=keep
+try k=1 n=1
+poll
+)");
+    CHECK(end.limit == std::vector<std::size_t>{3, 1});
+    CHECK(end.ops[0] == completed(ec_kind::invalid, 0));  // above the total
+    CHECK(end.ops[1] == completed(ec_kind::ok, 2));
+    CHECK(end.stats.try_failed == 1);  // the total is full
+    CHECK(end.total_in_use == 2);
+  }
   SUBCASE("a hot key fills the total's queue only up to its own limit") {
     // Key 0 (limit 2) has four waiters; only two can wait at the total, the
     // others wait in its own queue; key 1's request waits at the total
