@@ -353,6 +353,14 @@ inline sequence shrink(sequence seq, const std::function<bool(const sequence&)>&
         progress = true;
       }
     }
+    if (seq.cfg.total > 0) {
+      sequence candidate = seq;
+      candidate.cfg.total = 0;  // the failure does not need the total limit
+      if (attempt(candidate)) {
+        seq = std::move(candidate);
+        progress = true;
+      }
+    }
     for (int shards : {1, 2}) {
       if (shards < seq.cfg.shards) {
         sequence candidate = seq;
