@@ -5,7 +5,8 @@
 // sanitizer reports are caught by libFuzzer as usual.
 //
 // Byte layout (every input decodes to some sequence):
-//   [0] keys-1 (mod 4)   [1] limit-1 (mod 4)
+//   [0] keys-1 (mod 4)   [1] limit-1 (low 2 bits); bit 7 set: a total limit
+//       of 1 + (bits 2-6) % (keys * limit)
 //   [2] shards: 1 << (b % 3); max_waiters_per_key: (b / 3) % 5 -> 0, 1, 2,
 //       else unbounded
 //   then 4 bytes per step, at most 256 steps:
@@ -18,6 +19,7 @@
 //   [3] handler action (low 3 bits), its key / target (high bits)
 #include "../model/checker.hpp"
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -37,6 +39,9 @@ sequence decode(const std::uint8_t* data, std::size_t size) {
   seq.cfg.shards = 1 << (data[2] % 3);
   const int bound = (data[2] / 3) % 5;
   seq.cfg.max_waiters = bound < 3 ? bound : -1;
+  if ((data[1] & 0x80) != 0) seq.cfg.total = 1 + ((data[1] >> 2) & 0x1F) % (seq.cfg.keys * seq.cfg.limit);
+  // A handler's try_acquire must never be invalid (it would throw).
+  const int handler_max = seq.cfg.total > 0 ? std::min(seq.cfg.limit, seq.cfg.total) : seq.cfg.limit;
   for (std::size_t i = 3; i + 4 <= size && seq.steps.size() < 256; i += 4) {
     const std::uint8_t* b = data + i;
     step s;
@@ -51,7 +56,7 @@ sequence decode(const std::uint8_t* data, std::size_t size) {
     s.cancellable = (b[2] & 0x80) != 0;
     s.then.what = static_cast<act>(b[3] & 7);
     s.then.key = (b[3] >> 3) % seq.cfg.keys;
-    s.then.n = 1 + (b[3] >> 5) % seq.cfg.limit;
+    s.then.n = 1 + (b[3] >> 5) % handler_max;
     s.then.target = b[3] >> 3;
     s.then.type = static_cast<sig>(1 + (b[3] >> 3) % 4);
     s.target = b[3];

@@ -30,6 +30,10 @@ struct run_stats {
   std::size_t timed_out = 0;         // acquires completed with timed_out
   std::size_t reports_awaited = 0;   // reactor runs preceded by await_timer_report
   std::size_t late_reports = 0;      // ... where the kernel had not reported yet
+  std::size_t capped = 0;            // sequences with a total limit
+  std::size_t staged_at_once = 0;    // acquires staged at the total when initiated
+  std::size_t transferred = 0;       // ... moved there from their key's queue (transfer job)
+  std::size_t timed_out_at_total = 0;  // acquires timed out while waiting for the total
 };
 
 namespace detail {
@@ -78,6 +82,10 @@ inline std::string compare(const observation& m, const observation& r) {
       out << "available: model " << show(m.available) << ", real " << show(r.available) << "; ";
     if (m.waiting != r.waiting) out << "waiting: model " << show(m.waiting) << ", real " << show(r.waiting) << "; ";
     if (m.limit != r.limit) out << "limit: model " << show(m.limit) << ", real " << show(r.limit) << "; ";
+    if (m.total_in_use != r.total_in_use)
+      out << "total_in_use: model " << m.total_in_use << ", real " << r.total_in_use << "; ";
+    if (m.total_waiting != r.total_waiting)
+      out << "total_waiting: model " << m.total_waiting << ", real " << r.total_waiting << "; ";
     if (!(m.stats == r.stats)) out << "stats: model " << show(m.stats) << ", real " << show(r.stats) << "; ";
   }
   if (m.ops.size() != r.ops.size()) {
@@ -114,6 +122,10 @@ class runner {
       if (stats_) {
         stats_->timed_out += model_.timed_out_outcomes();
         stats_->late_reports += real_.late_reports();
+        if (seq_.cfg.total > 0) ++stats_->capped;
+        stats_->staged_at_once += model_.staged_at_once();
+        stats_->transferred += model_.transferred();
+        stats_->timed_out_at_total += model_.timed_out_at_total();
       }
       return f;
     } catch (const std::exception& e) {
@@ -336,6 +348,14 @@ inline sequence shrink(sequence seq, const std::function<bool(const sequence&)>&
     if (seq.cfg.max_waiters >= 0) {
       sequence candidate = seq;
       candidate.cfg.max_waiters = -1;
+      if (attempt(candidate)) {
+        seq = std::move(candidate);
+        progress = true;
+      }
+    }
+    if (seq.cfg.total > 0) {
+      sequence candidate = seq;
+      candidate.cfg.total = 0;  // the failure does not need the total limit
       if (attempt(candidate)) {
         seq = std::move(candidate);
         progress = true;

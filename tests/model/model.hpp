@@ -62,6 +62,19 @@
 // await_timer_report). The reactor run then collects every expired wait, as
 // the model says, whatever the load.
 //
+// The total limit (semaphore_options::total_limit, config::total): the
+// total is one more word and one FIFO queue across keys, with its own strand
+// (and its shard's deadline heap and timer). A request its key grants asks
+// the total in the same step; held back there it is staged (key_word::
+// staged: its key's permits reserved, still a waiter of its key) and its
+// enqueue job goes to the total's strand. A key's grant pass moves a head
+// the total holds back (key_word::staged_from_queue) through a transfer job
+// posted to the total's strand; a signal meanwhile makes the transfer job
+// finish it as cancelled. Granted at the total, a staged op stops being a
+// waiter of its key (granted_from_stage); leaving otherwise, it gives the
+// reservation back (left_stage), which may post its key's drain before its
+// own completion. A release gives back the total first, then the key.
+//
 // One order is left open by the contract: a close/destroy job completes the
 // queued ops of every key of its shard, FIFO within a key, keys in an
 // unspecified order (the table's). The model does not guess it: the real
@@ -144,6 +157,7 @@ struct observation {
   bool closed = false;
   std::size_t key_count = 0;
   std::vector<std::size_t> in_use, available, waiting, limit;
+  std::size_t total_in_use = 0, total_waiting = 0;
   stats_view stats;
   std::vector<op_view> ops;
   std::vector<std::pair<int, int>> table;  // (key, count) of every permit the driver holds
@@ -163,8 +177,10 @@ class model {
     // Strand ids: 0 .. shards-1 are the semaphore's shards, `shards` is the
     // user strand. The user strand is created before the semaphore, so the
     // strand service lists it last (it lists newest first).
-    strands_.resize(static_cast<std::size_t>(shards_) + 1);
-    timers_.resize(static_cast<std::size_t>(shards_));
+    // With a total limit, `shards + 1` is the total's strand (its own shard).
+    strands_.resize(static_cast<std::size_t>(shards_) + 2);
+    // Timer `shards` is the total's shard's (its heap holds staged ops).
+    timers_.resize(static_cast<std::size_t>(shards_) + 1);
   }
 
   // The handlers the real system invoked during the step about to be
@@ -329,6 +345,9 @@ class model {
   }
 
   bool sem_alive() const { return sem_alive_; }
+  std::size_t staged_at_once() const { return staged_at_once_; }
+  std::size_t transferred() const { return transferred_; }
+  std::size_t timed_out_at_total() const { return timed_out_at_total_; }
   std::size_t timed_out_outcomes() const {
     return static_cast<std::size_t>(std::count_if(ops_.begin(), ops_.end(), [](const op& o) {
       return o.f == fate::completed && o.final_ec == ec_kind::timed_out;
@@ -374,7 +393,7 @@ class model {
           keys_.begin(), keys_.end(), [](const auto& entry) { return entry.second.exists(); }));
       for (int k = 0; k < cfg_.keys; ++k) {
         const key_state* ks = find(k);
-        const int held = ks ? ks->held : 0;
+        const int held = ks ? ks->held - ks->staged : 0;  // reserved permits are not in use
         const int limit = key_limit(k);
         obs.in_use.push_back(static_cast<std::size_t>(held));
         obs.available.push_back(static_cast<std::size_t>(held < limit ? limit - held : 0));
@@ -385,8 +404,10 @@ class model {
       obs.stats.keys = obs.key_count;
       for (const auto& [k, ks] : keys_) {
         obs.stats.waiting += static_cast<std::size_t>(ks.waiters);
-        obs.stats.in_use += static_cast<std::size_t>(ks.held);
+        obs.stats.in_use += static_cast<std::size_t>(ks.held - ks.staged);
       }
+      obs.total_in_use = capped() ? static_cast<std::size_t>(total_.held) : obs.stats.in_use;
+      obs.total_waiting = capped() ? static_cast<std::size_t>(total_.waiters) : 0;
     }
     for (const op& o : ops_) {
       op_view v;
@@ -411,6 +432,16 @@ class model {
       if (ks.limit_changed && !ks.drain) return "model: limit change without a drain on key " + std::to_string(k);
       if (ks.waiters < 0) return "model: negative waiters on key " + std::to_string(k);
       if (static_cast<int>(ks.queue.size()) > ks.waiters) return "model: queue longer than waiters";
+      if (ks.staged < 0 || ks.staged > ks.held) return "model: staged permits out of range on key " + std::to_string(k);
+    }
+    if (capped()) {
+      // Both levels count the same granted permits (a grant takes both, a
+      // release gives back both, in one step here).
+      int granted = 0;
+      for (const auto& [k, ks] : keys_) granted += ks.held - ks.staged;
+      if (granted != total_.held) return "model: the total's held permits differ from the keys' granted ones";
+      if (total_.held < 0 || total_.held > cfg_.total) return "model: total held out of range";
+      if (static_cast<int>(total_.queue.size()) > total_.waiters) return "model: total queue longer than waiters";
     }
     return {};
   }
@@ -418,13 +449,16 @@ class model {
 
  private:
   enum class stop_state { open, closed, destroyed };
-  enum class status { waiting, cancelled, claimed };
+  // transferring / transfer_cancelled: on the way from the key's queue to
+  // the total's (the transfer job), and cancelled on that way.
+  enum class status { waiting, cancelled, claimed, transferring, transfer_cancelled };
 
   struct key_state {
     int held = 0;
     int waiters = 0;  // registered: queued, about to be queued, or cancelled and not yet removed
     bool drain = false;
     bool limit_changed = false;  // the next grant pass first fails waiters above the limit
+    int staged = 0;  // permits reserved by requests waiting for the total (in held, not in in_use)
     std::deque<int> queue;  // op ids, strand order
     bool exists() const { return held != 0 || waiters != 0 || drain; }
   };
@@ -454,6 +488,20 @@ class model {
     long stamp = 0;  // orders deadlines: past ones by when taken, then later ones
 
     bool in_heap = false;
+    // Total limit: the op's key reserved its permits and the op waits for
+    // the total (its key counts it as a waiter, the total too); its strand
+    // jobs run on the total's strand from then on.
+    bool staged = false;
+  };
+
+  // The total limit's state (an async_semaphore of its own: one word, one
+  // queue across keys, its own strand). Never reclaimed while the semaphore
+  // lives.
+  struct total_state {
+    int held = 0;
+    int waiters = 0;
+    bool drain = false;
+    std::deque<int> queue;
   };
 
   // A shard's deadline heap and its timer (src/deadline_queue.cpp), and the
@@ -471,7 +519,10 @@ class model {
     bool wait_expired = false;  // armed for a past deadline
   };
 
-  enum class job_kind { enqueue, drain, cancel, abort, call, group_call, fire };
+  // enqueue, cancel, drain and abort also serve the total (an op that is
+  // staged; key / shard -1); transfer carries an op from its key's queue to
+  // the total's.
+  enum class job_kind { enqueue, drain, cancel, abort, call, group_call, fire, transfer };
   struct job {
     job_kind what;
     int op = -1;  // the op; the batch for group_call
@@ -549,6 +600,47 @@ class model {
     if (ks == nullptr) return 0;
     return static_cast<std::uint64_t>(ks->held) | static_cast<std::uint64_t>(ks->waiters) * kw::one_waiter |
            (ks->drain ? kw::drain_bit : 0) | (ks->limit_changed ? kw::limit_changed_bit : 0);
+  }
+  bool capped() const { return cfg_.total > 0; }
+  int total_strand() const { return shards_ + 1; }
+  std::uint64_t total_word() const {
+    namespace kw = keysem::detail::key_word;
+    return static_cast<std::uint64_t>(total_.held) + static_cast<std::uint64_t>(total_.waiters) * kw::one_waiter +
+           (total_.drain ? kw::drain_bit : 0);
+  }
+  void set_total_word(std::uint64_t w) {
+    namespace kw = keysem::detail::key_word;
+    total_.held = static_cast<int>(kw::held(w));
+    total_.waiters = static_cast<int>(kw::waiters(w));
+    total_.drain = kw::drain_scheduled(w);
+  }
+  void set_key_word(key_state& ks, std::uint64_t w) {
+    namespace kw = keysem::detail::key_word;
+    ks.held = static_cast<int>(kw::held(w));
+    ks.waiters = static_cast<int>(kw::waiters(w));
+    ks.drain = kw::drain_scheduled(w);
+  }
+  // The total's answer for a request its key grants (key_state_base::
+  // take_total, by the contract): granted (taken), staged (one waiter
+  // registered at the total), busy (a try may not wait) or queue_full (the
+  // key's queue bound is 0, and waiting at the total would make one more
+  // waiter of the key). The total's rule is the key rule: FIFO, no barging.
+  keysem::detail::key_word::verdict take_total(int n, std::uint64_t max_waiting, bool may_wait) {
+    namespace kw = keysem::detail::key_word;
+    const auto count = static_cast<std::uint64_t>(n);
+    const auto limit = static_cast<std::uint64_t>(cfg_.total);
+    if (!may_wait || max_waiting == 0) {
+      if (kw::try_admit(total_word(), count, {limit, 0}) == kw::verdict::granted) {
+        set_total_word(kw::apply(total_word(), count, kw::verdict::granted));
+        return kw::verdict::granted;
+      }
+      return may_wait ? kw::verdict::queue_full : kw::verdict::busy;
+    }
+    const kw::verdict v = kw::admit(total_word(), count, {limit, ~std::uint64_t{0}});
+    if (v == kw::verdict::granted || v == kw::verdict::queued) set_total_word(kw::apply(total_word(), count, v));
+    return v == kw::verdict::granted ? kw::verdict::granted
+           : v == kw::verdict::queued ? kw::verdict::staged
+                                      : kw::verdict::queue_full;
   }
   keysem::detail::key_word::policy policy_of(int k) const {
     return {static_cast<std::uint64_t>(key_limit(k)),
@@ -715,7 +807,7 @@ class model {
   void run_reactor(int c) {
     if (c != 0) return;
     std::vector<int> ready;
-    for (int s = 0; s < shards_; ++s) {
+    for (int s = 0; s < static_cast<int>(timers_.size()); ++s) {
       const shard_timer& t = timers_[static_cast<std::size_t>(s)];
       if (t.wait_pending && t.wait_expired) ready.push_back(s);
     }
@@ -745,9 +837,10 @@ class model {
   void heap_remove(op& o) {
     if (!o.in_heap) return;
     o.in_heap = false;
-    shard_timer& t = timers_[static_cast<std::size_t>(shard_of(o.key))];
+    const int s = heap_of(o);
+    shard_timer& t = timers_[static_cast<std::size_t>(s)];
     t.heap.erase(std::find(t.heap.begin(), t.heap.end(), o.id));
-    if (t.heap.empty()) disarm(shard_of(o.key));
+    if (t.heap.empty()) disarm(s);
   }
 
   // The pending wait is cancelled: its handler is queued with
@@ -807,8 +900,11 @@ class model {
   // The timer's handler (expired or cancelled) is dispatched to the shard's
   // strand: the timer's executor is the strand.
   void timer_completion(int s, int generation) {
-    strand_execute(s, {job_kind::fire, generation, -1, s}, false);
+    strand_execute(s < shards_ ? s : total_strand(), {job_kind::fire, generation, -1, s}, false);
   }
+  // The deadline heap (timer) an op is in: its key's shard's, or once
+  // staged the total's shard's.
+  int heap_of(const op& o) const { return o.staged ? shards_ : shard_of(o.key); }
 
   void fire(int s, long generation) {
     shard_timer& t = timers_[static_cast<std::size_t>(s)];
@@ -827,6 +923,16 @@ class model {
     op& o = ops_[static_cast<std::size_t>(id)];
     if (o.st != status::waiting) return;  // cancelled: its cancel job takes it out
     o.st = status::claimed;
+    if (o.staged) {
+      // At the total: it leaves the total's queue (its key gets the
+      // reservation back), then the waiters it held back are served.
+      erase_from_total(o);
+      --total_.waiters;
+      ++timed_out_at_total_;
+      deliver(o, ec_kind::timed_out, 0);
+      grant_total();
+      return;
+    }
     key_state& ks = keys_.at(o.key);
     erase_from_queue(ks, o);
     --ks.waiters;
@@ -844,13 +950,24 @@ class model {
         enqueue(j.op);
         break;
       case job_kind::drain:
-        drain(j.key);
+        if (j.key < 0) {
+          drain_total();
+        } else {
+          drain(j.key);
+        }
         break;
       case job_kind::cancel:
         finish_cancelled(j.op);
         break;
       case job_kind::abort:
-        abort_shard(j.shard, j.ec, true);
+        if (j.shard < 0) {
+          abort_total(j.ec);
+        } else {
+          abort_shard(j.shard, j.ec, true);
+        }
+        break;
+      case job_kind::transfer:
+        run_transfer(j.op);
         break;
       case job_kind::call:
         invoke(j.op);
@@ -1017,6 +1134,7 @@ class model {
 
   // The op's result travels to its handler's executor.
   void deliver(op& o, ec_kind ec, int granted) {
+    if (o.staged) leave_stage(o, ec == ec_kind::ok);
     count(ec, o.has_waiter);
     o.posted = true;
     o.ec = ec;
@@ -1038,6 +1156,7 @@ class model {
 
   void enqueue(int id) {
     op& o = ops_[static_cast<std::size_t>(id)];
+    if (o.staged) return enqueue_total(id);
     key_state& ks = keys_.at(o.key);
     if (const ec_kind ec = stop_error(); ec != ec_kind::ok) {
       if (o.st == status::waiting) {
@@ -1087,6 +1206,14 @@ class model {
       if (o.st == status::cancelled) continue;
       const kw::head_action action = kw::serve_head(word_of(&ks), static_cast<std::uint64_t>(o.n), limit);
       if (action == kw::head_action::wait) break;
+      // A head its key grants asks the total; held back there, it moves on
+      // to the total's queue and the scan goes on (the next head fits the
+      // key only if the reservation leaves room, and meets the total's FIFO).
+      if (capped() && action == kw::head_action::grant &&
+          take_total(o.n, ~std::uint64_t{0}, true) == kw::verdict::staged) {
+        stage_at_total(ks, o);
+        continue;
+      }
       o.st = status::claimed;
       erase_from_queue(ks, o);
       if (action == kw::head_action::fail) {
@@ -1109,6 +1236,7 @@ class model {
 
   void finish_cancelled(int id) {
     op& o = ops_[static_cast<std::size_t>(id)];
+    if (o.staged) return finish_cancelled_total(id);
     key_state& ks = keys_.at(o.key);
     if (o.linked) {
       erase_from_queue(ks, o);
@@ -1190,7 +1318,161 @@ class model {
     for (int i = 0; i < per_destination[1]; ++i) post_item(1, {item_kind::group_call, -1, b});
   }
 
-  void schedule_drain(int k) {
+  // ---- The total limit ----------------------------------------------------
+
+  // The key's strand moves its head to the total (key_word::
+  // staged_from_queue): the key reserves its permits and keeps counting it
+  // as a waiter; a transfer job, posted to the total's strand (never run
+  // inline: the key's strand is running), queues it there.
+  void stage_at_total(key_state& ks, op& o) {
+    namespace kw = keysem::detail::key_word;
+    o.st = status::transferring;
+    erase_from_queue(ks, o);
+    ks.staged += o.n;
+    set_key_word(ks, kw::staged_from_queue(word_of(&ks), static_cast<std::uint64_t>(o.n)));
+    o.staged = true;
+    ++transferred_;
+    strand_execute(total_strand(), {job_kind::transfer, o.id}, true);
+  }
+
+  // The transfer job: queued at the total, or finished as cancelled if a
+  // signal caught it on the way.
+  void run_transfer(int id) {
+    op& o = ops_[static_cast<std::size_t>(id)];
+    if (o.st == status::transferring) {
+      o.st = status::waiting;
+      enqueue_total(id);
+    } else {
+      o.st = status::cancelled;
+      finish_cancelled_total(id);
+    }
+  }
+
+  // A staged op leaves the total's stage: granted (key_word::
+  // granted_from_stage: it stops being a waiter of its key, keeping the
+  // permits) or without permits (key_word::left_stage: the reservation and
+  // the waiter go, and a drain is posted when others wait: the total's
+  // strand is running, so never inline). Runs before the result is posted.
+  void leave_stage(op& o, bool granted) {
+    namespace kw = keysem::detail::key_word;
+    o.staged = false;
+    key_state& ks = keys_.at(o.key);
+    ks.staged -= o.n;
+    const std::uint64_t before = word_of(&ks);
+    if (granted) {
+      set_key_word(ks, kw::granted_from_stage(before));
+      return;
+    }
+    const std::uint64_t after = kw::left_stage(before, static_cast<std::uint64_t>(o.n));
+    set_key_word(ks, after);
+    const bool newly = !kw::drain_scheduled(before) && kw::drain_scheduled(after);
+    reclaim_if_idle(o.key);
+    if (newly) schedule_drain(o.key, true);
+  }
+
+  void enqueue_total(int id) {
+    op& o = ops_[static_cast<std::size_t>(id)];
+    if (const ec_kind ec = stop_error(); ec != ec_kind::ok) {
+      if (o.st == status::waiting) {
+        o.st = status::claimed;
+        deliver(o, ec, 0);
+        --total_.waiters;
+      }
+      return;  // a cancelled op is finished by its cancel job
+    }
+    total_.queue.push_back(id);
+    o.linked = true;
+    if (o.dl != deadline::none) heap_add(shards_, id);
+    grant_total();
+  }
+
+  // The total's grant pass: FIFO across keys, head-of-line, the key rule
+  // (key_word::serve_head, granted_from_queue) on the total's word.
+  void grant_total() {
+    namespace kw = keysem::detail::key_word;
+    if (stop_ != stop_state::open) return;
+    const auto limit = static_cast<std::uint64_t>(cfg_.total);
+    const std::deque<int> snapshot = total_.queue;
+    for (int id : snapshot) {
+      op& o = ops_[static_cast<std::size_t>(id)];
+      if (o.st == status::cancelled) continue;
+      if (kw::serve_head(total_word(), static_cast<std::uint64_t>(o.n), limit) != kw::head_action::grant) break;
+      o.st = status::claimed;
+      erase_from_total(o);
+      set_total_word(kw::granted_from_queue(total_word(), static_cast<std::uint64_t>(o.n)));
+      deliver(o, ec_kind::ok, o.n);
+    }
+  }
+
+  // unlink at the total: its queue and its shard's deadline heap.
+  void erase_from_total(op& o) {
+    total_.queue.erase(std::find(total_.queue.begin(), total_.queue.end(), o.id));
+    o.linked = false;
+    heap_remove(o);
+  }
+
+  void drain_total() {
+    grant_total();
+    total_.drain = false;
+  }
+
+  void finish_cancelled_total(int id) {
+    op& o = ops_[static_cast<std::size_t>(id)];
+    if (o.linked) {
+      erase_from_total(o);
+    }
+    grant_total();  // the cancelled op may have been blocking the head
+    deliver(o, ec_kind::aborted, 0);
+    --total_.waiters;
+  }
+
+  // The total's close/destroy job: its queue, FIFO (one queue, so the order
+  // is fixed); each staged op gives its key's reservation back as it goes.
+  void abort_total(ec_kind ec) {
+    int aborted = 0;
+    const std::deque<int> snapshot = total_.queue;
+    for (int id : snapshot) {
+      op& o = ops_[static_cast<std::size_t>(id)];
+      if (o.st != status::waiting) continue;
+      o.st = status::claimed;
+      erase_from_total(o);
+      ++aborted;
+      deliver(o, ec, 0);
+    }
+    total_.waiters -= aborted;
+  }
+
+  // The context's shutdown: the total's queued ops are destroyed unrun,
+  // each giving its key's reservation back.
+  void drop_total_waiters() {
+    const std::deque<int> snapshot = total_.queue;
+    for (int id : snapshot) {
+      op& o = ops_[static_cast<std::size_t>(id)];
+      if (o.st != status::waiting) continue;
+      o.st = status::claimed;
+      erase_from_total(o);
+      destroy_op(o);
+      leave_stage(o, false);
+      --total_.waiters;
+    }
+  }
+
+  void release_total(int n) {
+    namespace kw = keysem::detail::key_word;
+    const std::uint64_t before = total_word();
+    const std::uint64_t after = kw::released(before, static_cast<std::uint64_t>(n));
+    set_total_word(after);
+    if (!kw::drain_scheduled(before) && kw::drain_scheduled(after)) {
+      if (detached_) {
+        total_.drain = false;
+        return;
+      }
+      strand_execute(total_strand(), {job_kind::drain, -1, -1}, false);
+    }
+  }
+
+  // never: posted from a strand job (never dispatched inline).
+  void schedule_drain(int k, bool never = false) {
     if (detached_) {
       // The drain job cannot be posted: it gives back its bit, and the limit
       // change that only a grant pass would consume.
@@ -1199,11 +1481,14 @@ class model {
       reclaim_if_idle(k);
       return;
     }
-    strand_execute(shard_of(k), {job_kind::drain, -1, k}, false);
+    strand_execute(shard_of(k), {job_kind::drain, -1, k}, never);
   }
 
+  // key_state_base::release_permit: a capped semaphore's permit goes back
+  // to the total first, then to its key.
   void release(int k, int n) {
     namespace kw = keysem::detail::key_word;
+    if (capped()) release_total(n);
     key_state& ks = keys_.at(k);
     const std::uint64_t before = word_of(&ks);
     const std::uint64_t after = kw::released(before, static_cast<std::uint64_t>(n));
@@ -1270,10 +1555,28 @@ class model {
     namespace kw = keysem::detail::key_word;
     op& o = ops_[static_cast<std::size_t>(id)];
     const bool unfit = o.n <= 0 || o.n > key_limit(o.key);
+    // Above the total limit: invalid before anything else (max_request).
+    if (over_total(o.n)) return deliver(o, ec_kind::invalid, 0);
     if (const ec_kind ec = stop_error(); ec != ec_kind::ok) return deliver(o, unfit ? ec_kind::invalid : ec, 0);
     if (detached_) return deliver(o, unfit ? ec_kind::invalid : ec_kind::aborted, 0);
     if (o.n <= 0) return deliver(o, ec_kind::invalid, 0);
-    const kw::verdict v = kw::admit(word_of(find(o.key)), static_cast<std::uint64_t>(o.n), policy_of(o.key));
+    kw::verdict v = kw::admit(word_of(find(o.key)), static_cast<std::uint64_t>(o.n), policy_of(o.key));
+    if (v == kw::verdict::granted && capped()) {
+      // The key grants: the total is asked in the same step.
+      const kw::verdict at_total = take_total(o.n, policy_of(o.key).max_waiting, true);
+      if (at_total == kw::verdict::queue_full) return deliver(o, ec_kind::queue_full, 0);
+      if (at_total == kw::verdict::staged) {
+        key_state& ks = keys_[o.key];
+        set_key_word(ks, kw::staged(word_of(&ks), static_cast<std::uint64_t>(o.n)));
+        ks.staged += o.n;
+        o.has_waiter = true;
+        o.st = status::waiting;
+        o.staged = true;
+        ++staged_at_once_;
+        strand_execute(total_strand(), {job_kind::enqueue, id}, false);
+        return;
+      }
+    }
     apply_verdict(o.key, o.n, v);
     switch (v) {
       case kw::verdict::granted:
@@ -1308,13 +1611,16 @@ class model {
       namespace kw = keysem::detail::key_word;
       ec_kind ec = ec_kind::ok;
       int taken = 0;
-      if (o.n <= 0) {
+      if (o.n <= 0 || over_total(o.n)) {
         ec = ec_kind::invalid;
       } else if (const ec_kind stopped = stop_error(); stopped != ec_kind::ok) {
         ec = o.n > key_limit(o.key) ? ec_kind::invalid : stopped;
       } else {
-        const kw::verdict v =
+        kw::verdict v =
             kw::try_admit(word_of(find(o.key)), static_cast<std::uint64_t>(o.n), policy_of(o.key));
+        if (v == kw::verdict::granted && capped() && take_total(o.n, 0, false) != kw::verdict::granted) {
+          v = kw::verdict::busy;
+        }
         if (v == kw::verdict::busy) {
           initiate(id);  // the asynchronous operation decides again
           return;
@@ -1337,9 +1643,11 @@ class model {
     initiate(id);
   }
 
+  bool over_total(int n) const { return capped() && n > cfg_.total; }
+
   int try_acquire(int k, int n) {
     namespace kw = keysem::detail::key_word;
-    if (n <= 0 || (stop_ != stop_state::open && n > key_limit(k))) {
+    if (n <= 0 || over_total(n) || (stop_ != stop_state::open && n > key_limit(k))) {
       ++counts_.invalid_argument;
       return -1;
     }
@@ -1347,7 +1655,11 @@ class model {
       ++counts_.rejected_closed;
       return 0;
     }
-    const kw::verdict v = kw::try_admit(word_of(find(k)), static_cast<std::uint64_t>(n), policy_of(k));
+    kw::verdict v = kw::try_admit(word_of(find(k)), static_cast<std::uint64_t>(n), policy_of(k));
+    // Both levels must have room, nobody waiting at either (no overtaking).
+    if (v == kw::verdict::granted && capped() && take_total(n, 0, false) != kw::verdict::granted) {
+      v = kw::verdict::busy;
+    }
     apply_verdict(k, n, v);
     switch (v) {
       case kw::verdict::granted:
@@ -1385,11 +1697,16 @@ class model {
     if (is_coroutine(o.tok)) {
       honoured = type == sig::terminal || type == sig::all;
     }
+    if (honoured && o.has_waiter && o.st == status::transferring) {
+      o.st = status::transfer_cancelled;  // the transfer job finishes it
+      return;
+    }
     if (!honoured || !o.has_waiter || o.st != status::waiting) {
       return;  // not waiting (never queued, granted, or already decided): ignored
     }
     o.st = status::cancelled;
-    strand_execute(shard_of(o.key), {job_kind::cancel, id}, true);
+    // To the strand of the queue it is in: its key's, or the total's.
+    strand_execute(o.staged ? total_strand() : shard_of(o.key), {job_kind::cancel, id}, true);
   }
 
   void close() {
@@ -1404,11 +1721,16 @@ class model {
     post_aborts(ec_kind::aborted);
   }
 
+  // close() reaches the shards, then the total; destruction shuts the total
+  // down first.
   void post_aborts(ec_kind ec) {
     if (detached_) return;
+    const job total_abort{job_kind::abort, -1, -1, -1, ec};
+    if (capped() && ec == ec_kind::aborted) strand_execute(total_strand(), total_abort, true);
     for (int s = 0; s < shards_; ++s) {
       strand_execute(s, {job_kind::abort, -1, -1, s, ec}, true);
     }
+    if (capped() && ec != ec_kind::aborted) strand_execute(total_strand(), total_abort, true);
   }
 
   // ------------------------------------------------------------------------
@@ -1500,6 +1822,11 @@ class model {
         if (o.st == status::waiting) {
           o.st = status::claimed;
           destroy_op(o);
+          if (o.staged) {
+            leave_stage(o, false);  // ~waiter_op: the key's reservation goes
+            --total_.waiters;
+            break;
+          }
           --keys_.at(o.key).waiters;
           reclaim_if_idle(o.key);
         }
@@ -1507,6 +1834,13 @@ class model {
       }
       case job_kind::cancel: {
         op& o = ops_[static_cast<std::size_t>(j.op)];
+        if (o.staged) {
+          if (o.linked) erase_from_total(o);
+          destroy_op(o);
+          leave_stage(o, false);
+          --total_.waiters;
+          break;
+        }
         key_state& ks = keys_.at(o.key);
         if (o.linked) {
           erase_from_queue(ks, o);
@@ -1517,12 +1851,20 @@ class model {
         break;
       }
       case job_kind::drain:
+        if (j.key < 0) {
+          total_.drain = false;
+          break;
+        }
         keys_.at(j.key).drain = false;
         keys_.at(j.key).limit_changed = false;  // drop_drain
         reclaim_if_idle(j.key);
         break;
       case job_kind::abort:
-        abort_shard(j.shard, j.ec, false);
+        if (j.shard < 0) {
+          drop_total_waiters();
+        } else {
+          abort_shard(j.shard, j.ec, false);
+        }
         break;
       case job_kind::call:
         destroy_result(ops_[static_cast<std::size_t>(j.op)]);
@@ -1532,6 +1874,15 @@ class model {
         break;
       case job_kind::fire:
         break;
+      case job_kind::transfer: {
+        // The op is destroyed; its key gets its reservation back, the total
+        // its registration.
+        op& o = ops_[static_cast<std::size_t>(j.op)];
+        destroy_op(o);
+        leave_stage(o, false);
+        --total_.waiters;
+        break;
+      }
     }
   }
 
@@ -1560,6 +1911,9 @@ class model {
     //    lets go of its strands.
     for (int s = 0; s < shards_; ++s) abort_shard(s, ec_kind::aborted, false);
     detached_ = true;
+    // The total too (a drain its staged ops' keys would need cannot be
+    // posted any more: dropped, as the shards' detachment drops it).
+    if (capped()) drop_total_waiters();
     // The shards drop their timers (the heaps stay: a cancel job destroyed
     // below still takes its op out); pending waits die with the reactor.
     for (shard_timer& t : timers_) {
@@ -1570,9 +1924,13 @@ class model {
     }
     // 2. The strand service, newest strand first: waiting jobs, then ready ones.
     std::vector<job> doomed;
-    for (int i = 0; i <= shards_; ++i) {
-      // shards_-1, ..., 0, then the user strand (created first)
-      const int s = i < shards_ ? shards_ - 1 - i : shards_;
+    // shards_-1, ..., 0, then the total's strand (created before the
+    // shards'), then the user strand (created before the semaphore).
+    std::vector<int> order;
+    for (int i = shards_ - 1; i >= 0; --i) order.push_back(i);
+    if (capped()) order.push_back(total_strand());
+    order.push_back(user_strand());
+    for (int s : order) {
       strand& st = strands_[static_cast<std::size_t>(s)];
       for (const job& j : st.waiting) doomed.push_back(j);
       for (const job& j : st.ready) doomed.push_back(j);
@@ -1598,6 +1956,7 @@ class model {
   config cfg_;
   int shards_ = 1;
   std::map<int, key_state> keys_;
+  total_state total_;
   std::map<int, int> overrides_;  // set_limit's overrides, live key or not
   stats_view counts_;
   std::vector<op> ops_;
@@ -1617,6 +1976,7 @@ class model {
   bool sem_alive_ = true;
   bool detached_ = false;
   int last_try_ = 0;
+  std::size_t staged_at_once_ = 0, transferred_ = 0, timed_out_at_total_ = 0;
 };
 
 }  // namespace keysem::model

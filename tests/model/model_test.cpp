@@ -93,7 +93,8 @@ void run_random(std::uint64_t case_index, const generator_options& options) {
   MESSAGE("model: " << stats.sequences << " sequences, " << stats.steps_applied << " steps applied ("
                     << stats.steps_skipped << " skipped), " << stats.handlers_run << " handlers run, "
                     << stats.timed_out << " timed out (" << stats.reports_awaited << " timer reports awaited, " << stats.late_reports
-                    << " of them not yet in), seeds "
+                    << " of them not yet in), " << stats.capped << " with a total limit (" << stats.staged_at_once
+                    << " acquires staged at once, " << stats.transferred << " moved by a transfer job, " << stats.timed_out_at_total << " timed out at the total), seeds "
                     << base << ".." << base + count - 1 << ", " << seconds << " s");
 }
 
@@ -127,6 +128,7 @@ op_view completed(ec_kind ec, int count) { return {fate::completed, ec, count, t
 
 TEST_CASE("model: random sequences, one shard, no endings (grants, cancellation, tokens)") {
   generator_options o;
+  o.total_percent = 35;
   o.multi_shard = false;
   o.endings = false;
   run_random(0, o);
@@ -134,6 +136,7 @@ TEST_CASE("model: random sequences, one shard, no endings (grants, cancellation,
 
 TEST_CASE("model: random sequences, several shards, no endings") {
   generator_options o;
+  o.total_percent = 35;
   o.endings = false;
   o.max_keys = 4;
   run_random(1, o);
@@ -141,11 +144,13 @@ TEST_CASE("model: random sequences, several shards, no endings") {
 
 TEST_CASE("model: random sequences with close, destruction and context death") {
   generator_options o;
+  o.total_percent = 35;
   run_random(2, o);
 }
 
 TEST_CASE("model: random long sequences, one key, heavy weights") {
   generator_options o;
+  o.total_percent = 35;
   o.min_steps = 40;
   o.max_steps = 120;
   o.max_keys = 1;
@@ -155,6 +160,7 @@ TEST_CASE("model: random long sequences, one key, heavy weights") {
 
 TEST_CASE("model: random short sequences that end with the context's death, jobs still queued") {
   generator_options o;
+  o.total_percent = 35;
   o.min_steps = 3;
   o.max_steps = 16;
   o.poll_divisor = 4;
@@ -450,6 +456,274 @@ poll_one
 destroy_sem
 destroy_ctx
 )");
+  }
+}
+
+// semaphore_options::total_limit (header field total=T): the guarantees of
+// reference.md "The total limit", each as a script that the checker compares
+// with the model step by step, and whose outcome the example states.
+TEST_CASE("model: the total limit, the contract's examples") {
+  SUBCASE("held back only by the total: staged at once, its key's permits reserved") {
+    // Key 1 admits op 0, the total (held by key 0) does not: op 0 waits at
+    // the total with key 1's permit reserved; in_use(1) does not count it,
+    // waiting(1) does; the total's release grants it.
+    const observation staged = outcome_of(R"(keys=2 limit=2 shards=2 total=2
+try k=0 n=2
+acquire k=1 n=1 tok=callback cancel=0 then=keep
+try k=1 n=1
+poll
+)");
+    REQUIRE(staged.ops.size() == 1);
+    CHECK(staged.ops[0].f == fate::pending);
+    CHECK(staged.in_use == std::vector<std::size_t>{2, 0});
+    CHECK(staged.available == std::vector<std::size_t>{0, 2});
+    CHECK(staged.waiting == std::vector<std::size_t>{0, 1});
+    CHECK(staged.total_in_use == 2);
+    CHECK(staged.total_waiting == 1);
+    CHECK(staged.stats.try_failed == 1);  // key 1 has a waiter: no overtaking
+    CHECK(staged.stats.waiting == 1);
+    CHECK(staged.stats.in_use == 2);
+    const observation end = outcome_of(R"(keys=2 limit=2 shards=2 total=2
+try k=0 n=2
+acquire k=1 n=1 tok=callback cancel=0 then=keep
+poll
+release target=0
+poll
+)");
+    CHECK(end.ops[0] == completed(ec_kind::ok, 1));
+    CHECK(end.in_use == std::vector<std::size_t>{0, 1});
+    CHECK(end.waiting == std::vector<std::size_t>{0, 0});
+    CHECK(end.total_in_use == 1);
+    CHECK(end.total_waiting == 0);
+    CHECK(end.stats.granted_after_wait == 1);
+  }
+  SUBCASE("oldest first across keys; a key's head moved to the total by the transfer job") {
+    // Op 0 waits in key 0's queue, op 1 (key 1) at the total. The release
+    // frees both levels: the total's drain grants op 1 (registered there
+    // first); key 0's drain then finds its head fitting the key but not the
+    // total and moves it to the total's queue.
+    const observation moved = outcome_of(R"(keys=2 limit=1 shards=2 total=1
+try k=0 n=1
+acquire k=0 n=1 tok=callback cancel=0 then=keep
+acquire k=1 n=1 tok=callback cancel=0 then=keep
+poll
+release target=0
+poll
+)");
+    REQUIRE(moved.ops.size() == 2);
+    CHECK(moved.ops[0].f == fate::pending);
+    CHECK(moved.ops[1] == completed(ec_kind::ok, 1));
+    CHECK(moved.in_use == std::vector<std::size_t>{0, 1});
+    CHECK(moved.waiting == std::vector<std::size_t>{1, 0});
+    CHECK(moved.total_waiting == 1);
+    const observation end = outcome_of(R"(keys=2 limit=1 shards=2 total=1
+try k=0 n=1
+acquire k=0 n=1 tok=callback cancel=0 then=keep
+acquire k=1 n=1 tok=callback cancel=0 then=keep
+poll
+release target=0
+poll
+release target=0
+poll
+)");
+    CHECK(end.ops[0] == completed(ec_kind::ok, 1));
+    CHECK(end.in_use == std::vector<std::size_t>{1, 0});
+    CHECK(end.total_in_use == 1);
+    CHECK(end.total_waiting == 0);
+  }
+  SUBCASE("head-of-line at the total: a weighted request blocks smaller ones of other keys") {
+    // Op 0 (key 1, n = 2) waits at the total with one permit of it free;
+    // op 1 (key 2, n = 1) would fit, but it may not overtake.
+    const observation blocked = outcome_of(R"(keys=3 limit=2 shards=1 total=2
+try k=0 n=1
+acquire k=1 n=2 tok=callback cancel=0 then=keep
+acquire k=2 n=1 tok=callback cancel=0 then=keep
+poll
+)");
+    CHECK(blocked.ops[0].f == fate::pending);
+    CHECK(blocked.ops[1].f == fate::pending);
+    CHECK(blocked.total_in_use == 1);
+    CHECK(blocked.total_waiting == 2);
+    const observation end = outcome_of(R"(keys=3 limit=2 shards=1 total=2
+try k=0 n=1
+acquire k=1 n=2 tok=callback cancel=0 then=keep
+acquire k=2 n=1 tok=callback cancel=0 then=keep
+poll
+release target=0
+poll
+)");
+    CHECK(end.ops[0] == completed(ec_kind::ok, 2));
+    CHECK(end.ops[1].f == fate::pending);
+    CHECK(end.in_use == std::vector<std::size_t>{0, 2, 0});
+    CHECK(end.waiting == std::vector<std::size_t>{0, 0, 1});
+  }
+  SUBCASE("set_limit above the total is allowed; the total still bounds the key") {
+    const observation end = outcome_of(R"(keys=2 limit=1 shards=1 total=2
+set_limit k=0 n=3
+acquire k=0 n=3 tok=callback cancel=0 then=keep
+acquire k=0 n=2 tok=callback cancel=0 then=keep
+try k=1 n=1
+poll
+)");
+    CHECK(end.limit == std::vector<std::size_t>{3, 1});
+    CHECK(end.ops[0] == completed(ec_kind::invalid, 0));  // above the total
+    CHECK(end.ops[1] == completed(ec_kind::ok, 2));
+    CHECK(end.stats.try_failed == 1);  // the total is full
+    CHECK(end.total_in_use == 2);
+  }
+  SUBCASE("a hot key fills the total's queue only up to its own limit") {
+    // Key 0 (limit 2) has four waiters; only two can wait at the total, the
+    // others wait in its own queue; key 1's request waits at the total
+    // right behind them, not behind all four.
+    const observation end = outcome_of(R"(keys=2 limit=2 shards=1 total=1
+try k=1 n=1
+acquire k=0 n=1 tok=callback cancel=0 then=keep
+acquire k=0 n=1 tok=callback cancel=0 then=keep
+acquire k=0 n=1 tok=callback cancel=0 then=keep
+acquire k=0 n=1 tok=callback cancel=0 then=keep
+acquire k=1 n=1 tok=callback cancel=0 then=keep
+poll
+)");
+    CHECK(end.waiting == std::vector<std::size_t>{4, 1});
+    CHECK(end.in_use == std::vector<std::size_t>{0, 1});
+    CHECK(end.available == std::vector<std::size_t>{2, 1});
+    // Key 0's two staged requests (one staged at once, one moved by its
+    // enqueue job's grant pass), then key 1's.
+    CHECK(end.total_waiting == 3);
+  }
+  SUBCASE("cancellation at the total lets its key's queue move on") {
+    const observation end = outcome_of(R"(keys=2 limit=1 shards=1 total=1
+try k=0 n=1
+acquire k=1 n=1 tok=callback cancel=1 then=keep
+acquire k=1 n=1 tok=callback cancel=0 then=keep
+poll
+cancel target=0 type=partial
+poll
+)");
+    REQUIRE(end.ops.size() == 2);
+    CHECK(end.ops[0] == completed(ec_kind::aborted, 0));
+    CHECK(end.ops[1].f == fate::pending);  // moved to the total, which key 0 still holds
+    CHECK(end.waiting == std::vector<std::size_t>{0, 1});
+    CHECK(end.in_use == std::vector<std::size_t>{1, 0});
+    CHECK(end.total_waiting == 1);
+    CHECK(end.stats.cancelled == 1);
+  }
+  SUBCASE("cancellation on the way to the total: the transfer job finishes it") {
+    // The second poll_one runs key 0's drain, which moves op 0 to the total
+    // (its transfer job queued behind op 1's handler); the signal then
+    // finds it transferring.
+    const observation end = outcome_of(R"(keys=2 limit=1 shards=2 total=1
+try k=0 n=1
+acquire k=0 n=1 tok=callback cancel=1 then=keep
+acquire k=1 n=1 tok=callback cancel=1 then=keep
+poll
+release target=0
+poll_one
+poll_one
+cancel target=0 type=terminal
+poll
+)");
+    REQUIRE(end.ops.size() == 2);
+    CHECK(end.ops[0] == completed(ec_kind::aborted, 0));
+    CHECK(end.ops[1] == completed(ec_kind::ok, 1));
+    CHECK(end.waiting == std::vector<std::size_t>{0, 0});
+    CHECK(end.in_use == std::vector<std::size_t>{0, 1});
+    CHECK(end.total_waiting == 0);
+    CHECK(end.key_count == 1);  // key 0's reservation went with it
+  }
+  SUBCASE("try_acquire never overtakes a request waiting at the total") {
+    const observation end = outcome_of(R"(keys=2 limit=2 shards=1 total=2
+try k=0 n=2
+acquire k=1 n=2 tok=callback cancel=0 then=keep
+release target=0
+try k=0 n=1
+poll
+)");
+    CHECK(end.stats.try_failed == 1);
+    CHECK(end.ops[0] == completed(ec_kind::ok, 2));
+    CHECK(end.total_in_use == 2);
+  }
+  SUBCASE("the queue bound counts the total's stage; 0 rejects what the total holds back") {
+    const observation one = outcome_of(R"(keys=1 limit=2 shards=1 max_waiters=1 total=1
+try k=0 n=1
+acquire k=0 n=1 tok=callback cancel=0 then=keep
+acquire k=0 n=1 tok=callback cancel=0 then=keep
+poll
+)");
+    CHECK(one.ops[0].f == fate::pending);
+    CHECK(one.ops[1] == completed(ec_kind::queue_full, 0));
+    CHECK(one.waiting == std::vector<std::size_t>{1});
+    const observation none = outcome_of(R"(keys=1 limit=2 shards=1 max_waiters=0 total=1
+try k=0 n=1
+acquire k=0 n=1 tok=callback cancel=0 then=keep
+poll
+)");
+    CHECK(none.ops[0] == completed(ec_kind::queue_full, 0));
+    CHECK(none.waiting == std::vector<std::size_t>{0});
+    CHECK(none.total_waiting == 0);
+    CHECK(none.stats.rejected_queue_full == 1);
+  }
+  SUBCASE("a request above the total is an invalid argument") {
+    const observation end = outcome_of(R"(keys=1 limit=3 shards=1 total=2
+acquire k=0 n=3 tok=callback cancel=0 then=keep
+try k=0 n=3
+poll
+)");
+    CHECK(end.ops[0] == completed(ec_kind::invalid, 0));
+    CHECK(end.stats.invalid_argument == 2);
+    CHECK(end.key_count == 0);
+  }
+  SUBCASE("a deadline keeps running at the total") {
+    const observation end = outcome_of(R"(keys=2 limit=1 shards=1 total=1
+try k=0 n=1
+acquire k=1 n=1 tok=callback cancel=0 then=keep deadline=past
+poll
+)");
+    CHECK(end.ops[0] == completed(ec_kind::timed_out, 0));
+    CHECK(end.waiting == std::vector<std::size_t>{0, 0});
+    CHECK(end.total_waiting == 0);
+    CHECK(end.key_count == 1);
+    CHECK(end.stats.timed_out == 1);
+  }
+  SUBCASE("close() completes requests at either stage with closed") {
+    const observation end = outcome_of(R"(keys=2 limit=1 shards=2 total=1
+try k=0 n=1
+acquire k=1 n=1 tok=callback cancel=0 then=keep
+acquire k=0 n=1 tok=strand cancel=0 then=keep
+poll
+close
+poll
+)");
+    CHECK(end.ops[0] == completed(ec_kind::closed, 0));
+    CHECK(end.ops[1] == completed(ec_kind::closed, 0));
+    CHECK(end.waiting == std::vector<std::size_t>{0, 0});
+    CHECK(end.total_waiting == 0);
+    CHECK(end.total_in_use == 1);
+    CHECK(end.stats.rejected_closed == 2);
+  }
+  SUBCASE("destruction and the context's death with staged requests") {
+    const observation destroyed = outcome_of(R"(keys=2 limit=1 shards=1 total=1
+try k=0 n=1
+acquire k=1 n=1 tok=callback cancel=0 then=keep
+poll_one
+acquire k=0 n=1 tok=ctx2 cancel=0 then=keep
+destroy_sem
+poll
+poll2
+)");
+    CHECK(destroyed.ops[0] == completed(ec_kind::aborted, 0));
+    CHECK(destroyed.ops[1] == completed(ec_kind::aborted, 0));
+    const observation dead = outcome_of(R"(keys=2 limit=1 shards=1 total=1
+try k=0 n=1
+acquire k=1 n=1 tok=callback cancel=0 then=keep
+acquire k=1 n=1 tok=callback cancel=1 then=keep
+poll
+destroy_ctx
+)");
+    CHECK(dead.ops[0].f == fate::destroyed);
+    CHECK(dead.ops[1].f == fate::destroyed);
+    CHECK(dead.waiting == std::vector<std::size_t>{0, 0});
+    CHECK(dead.total_waiting == 0);
   }
 }
 

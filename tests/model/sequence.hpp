@@ -106,6 +106,9 @@ struct config {
   // semaphore_options::max_waiters_per_key: -1 for unbounded (the default),
   // else 0, 1 or 2. Printed in the header only when bounded.
   int max_waiters = -1;
+  // semaphore_options::total_limit: 0 for none (the default), else at least
+  // 1. Printed in the header only when set.
+  int total = 0;
 };
 
 struct sequence {
@@ -118,8 +121,10 @@ struct sequence {
 // inverse; failures are reported in this form, and KEYSEM_MODEL_REPLAY
 // (a file) runs one back. `#` starts a comment.
 //
-//   keys=K limit=L shards=S [max_waiters=W]     the header (W: 0, 1 or 2;
-//                                               absent: unbounded)
+//   keys=K limit=L shards=S [max_waiters=W] [total=T]
+//                                               the header (W: 0, 1 or 2;
+//                                               absent: unbounded; T: the
+//                                               total limit, absent: none)
 //   acquire k= n= tok= cancel=0|1 then=ACTION [deadline=past|later]
 //   defer k= n=              launch target= cancel= then=
 //   try k= n=                release target=        cancel target= type=
@@ -257,6 +262,7 @@ inline std::string print(const sequence& seq) {
   std::ostringstream out;
   out << "keys=" << seq.cfg.keys << " limit=" << seq.cfg.limit << " shards=" << seq.cfg.shards;
   if (seq.cfg.max_waiters >= 0) out << " max_waiters=" << seq.cfg.max_waiters;
+  if (seq.cfg.total > 0) out << " total=" << seq.cfg.total;
   out << "\n";
   for (const step& s : seq.steps) {
     out << print(s) << "\n";
@@ -354,6 +360,7 @@ inline sequence parse(std::string_view text) {
         else if (key == "limit") seq.cfg.limit = value;
         else if (key == "shards") seq.cfg.shards = value;
         else if (key == "max_waiters") seq.cfg.max_waiters = value;
+        else if (key == "total") seq.cfg.total = value;
         else if (key == "avoid_known_bugs") (void)value;  // older replay files: no longer used
         else throw std::invalid_argument("model: unknown header field '" + key + "'");
       }
@@ -421,6 +428,9 @@ struct generator_options {
   // already in the past, and with one far ahead.
   int past_deadline_percent = 15;
   int later_deadline_percent = 10;
+  // Percentage of configurations with a total limit (semaphore_options::
+  // total_limit), drawn from 1 .. keys * limit.
+  int total_percent = 0;
 };
 
 inline int random_count(rng& r, int limit) {
@@ -438,7 +448,8 @@ inline handler_action random_action(rng& r, const config& cfg, bool endings) {
     a.what = act::keep;
   }
   a.key = r.below(cfg.keys);
-  a.n = 1 + r.below(cfg.limit);  // never invalid: try_acquire would throw out of the handler
+  // Never invalid: try_acquire would throw out of the handler.
+  a.n = 1 + r.below(cfg.total > 0 ? std::min(cfg.limit, cfg.total) : cfg.limit);
   a.target = r.below(64);
   a.type = static_cast<sig>(1 + r.below(4));
   return a;
@@ -467,6 +478,11 @@ inline sequence generate(std::uint64_t seed, const generator_options& options = 
   seq.cfg.limit = 1 + r.below(options.max_limit);
   seq.cfg.shards = options.multi_shard ? (1 << r.below(3)) : 1;
   if (options.admission && r.chance(30)) seq.cfg.max_waiters = r.below(3);
+  // Drawn only when asked for, so that sequences without a total limit keep
+  // the streams they had.
+  if (options.total_percent > 0 && r.chance(options.total_percent)) {
+    seq.cfg.total = 1 + r.below(seq.cfg.keys * seq.cfg.limit);
+  }
   const int count = options.min_steps + r.below(options.max_steps - options.min_steps + 1);
   //                     acq def lau try rel can clo des pol p1 pl2 p12 dc dc2 set rst
   int weights[] = {26, 2, 3, 8, 13, 9, 1, 1, 9, 16, 2, 4, 1, 1, 3, 2};

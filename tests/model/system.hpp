@@ -171,6 +171,7 @@ inline semaphore_options options_of(const config& cfg) {
   semaphore_options o;
   o.shards = static_cast<std::size_t>(cfg.shards);
   if (cfg.max_waiters >= 0) o.max_waiters_per_key = static_cast<std::size_t>(cfg.max_waiters);
+  if (cfg.total > 0) o.total_limit = static_cast<std::size_t>(cfg.total);
   return o;
 }
 
@@ -399,6 +400,8 @@ class system {
         obs.waiting.push_back(sem_->waiting(k));
         obs.limit.push_back(sem_->limit(k));
       }
+      obs.total_in_use = sem_->total_in_use();
+      obs.total_waiting = sem_->total_waiting();
       const semaphore_stats st = sem_->stats();
       obs.stats = {st.granted_immediately, st.granted_after_wait, st.try_failed, st.cancelled, st.timed_out,
                    st.rejected_queue_full, st.rejected_closed, st.invalid_argument, st.keys, st.waiting,
