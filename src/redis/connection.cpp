@@ -133,6 +133,8 @@ void connection::start_connect() {
 void connection::on_connected() {
   state_ = state::ready;
   backoff_ = std::chrono::milliseconds(0);
+  last_heard_ = steady::now();
+  ping_sent_.reset();
   error_code ignored;
   socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
   // The handshake goes first, before whatever waited for the connection.
@@ -219,6 +221,8 @@ void connection::read_some() {
 
 void connection::on_bytes(std::size_t n) {
   const auto gen = generation_;
+  last_heard_ = steady::now();
+  ping_sent_.reset();
   decoder_->feed(std::string_view(read_buffer_.data(), n));
   while (gen == generation_) {
     auto r = decoder_->next();
@@ -262,6 +266,8 @@ void connection::arm_timer() {
     at = queue_.front().sent_at + cfg_.request_timeout;
   } else if (state_ == state::backoff && keep_connected_) {
     at = backoff_until_;
+  } else {
+    at = heartbeat_due();
   }
   if (!at) {
     timer_.cancel();
@@ -285,7 +291,31 @@ void connection::on_timer() {
   if (state_ == state::backoff && keep_connected_ && now >= backoff_until_) {
     return start_connect();
   }
+  if (!on_heartbeat(now)) return;
   arm_timer();
+}
+
+// Subscriber only: when the liveness check next needs the timer, if ever.
+std::optional<steady::time_point> connection::heartbeat_due() const {
+  if (!cfg_.subscriber || cfg_.heartbeat.count() <= 0 || state_ != state::ready || !keep_connected_) {
+    return std::nullopt;
+  }
+  if (ping_sent_) return *ping_sent_ + cfg_.request_timeout;
+  return last_heard_ + cfg_.heartbeat;
+}
+
+// Sends the PING that is due, or drops a link whose PING went unanswered.
+// False if the connection failed.
+bool connection::on_heartbeat(steady::time_point now) {
+  const auto due = heartbeat_due();
+  if (!due || now < *due) return true;
+  if (ping_sent_) {
+    fail_all(error::timed_out, true);
+    return false;
+  }
+  ping_sent_ = now;
+  send({"PING"});  // allowed while subscribed; any bytes back prove the link
+  return true;
 }
 
 void connection::post_callback(callback done, error_code ec, reply r) {

@@ -173,6 +173,9 @@ void fleet_core::start() {
   std::weak_ptr<fleet_core> weak = shared_from_this();
   auto cfg = std::move(subscriber_config_);
   cfg.subscriber = true;
+  // A silently dead subscriber would leave waiters to the expiry hint: it
+  // is checked at the refresher's pace.
+  cfg.heartbeat = options_.lease / 3;
   cfg.on_round_trip = {};
   cfg.on_push = [weak](const reply& message) {
     if (auto self = weak.lock()) self->on_push(message);

@@ -52,10 +52,19 @@ end
 for i = 1, n do
   redis.call('ZADD', KEYS[1], now + lease, id .. '#' .. i)
 end
-fence = redis.call('INCR', KEYS[3])
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  fence = redis.call('INCR', KEYS[3])
+else
+  -- An idle key's counter has expired: restart it at the server time in
+  -- microseconds, above every token it gave (see docs/fleet.md).
+  local start = t[1] .. string.format('%06d', tonumber(t[2]))
+  redis.call('SET', KEYS[3], start)
+  fence = tonumber(start)
+end
 redis.call('HSET', KEYS[2], id, fence)
 redis.call('PEXPIRE', KEYS[1], lease)
 redis.call('PEXPIRE', KEYS[2], lease)
+redis.call('PEXPIRE', KEYS[3], lease)
 return {1, fence, limit}
 )lua";
 

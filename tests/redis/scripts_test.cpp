@@ -58,6 +58,29 @@ TEST_CASE("scripts: acquire grants up to the limit with increasing fences, then 
   CHECK(integer(server, {"ZCARD", k.holders}) == 2);
 }
 
+TEST_CASE("scripts: the fence counter expires with the key's leases, and a restarted counter gives larger tokens") {
+  redis_server server;
+  const auto k = names_for("t", "a");
+  const auto first = acquire(server, k, "c:1", 1);
+  REQUIRE(first.outcome == acquire_result::kind::granted);
+  const auto ttl = integer(server, {"PTTL", k.counter});
+  CHECK(ttl > 0);  // idle keys leave no counter behind
+  CHECK(ttl <= 60000);
+  // Started from the server's time in microseconds, not from 1.
+  CHECK(first.fence > 1600000000000000ULL);
+  const auto second = acquire(server, k, "c:2", 1);
+  REQUIRE(second.outcome == acquire_result::kind::granted);
+  CHECK(second.fence == first.fence + 1);
+  // The counter expires (as after a lease without grants): the next token
+  // is still larger than every token given before.
+  run(server, script::release, release_args(k, "c:1", 1));
+  run(server, script::release, release_args(k, "c:2", 1));
+  integer(server, {"DEL", k.counter});
+  const auto after = acquire(server, k, "c:3", 1);
+  REQUIRE(after.outcome == acquire_result::kind::granted);
+  CHECK(after.fence > second.fence);
+}
+
 TEST_CASE("scripts: acquire is idempotent by id: a retry returns the same fence and takes nothing more") {
   redis_server server;
   const auto k = names_for("t", "a");

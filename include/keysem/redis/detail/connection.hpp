@@ -10,7 +10,10 @@
 // hammering an unreachable server: nothing ever waits longer than the
 // request timeout. A subscriber connection (config::subscriber) expects no
 // replies to what it sends: every message goes to on_push, and it reconnects
-// by itself after the backoff while keep_connected() is on.
+// by itself after the backoff while keep_connected() is on. A subscriber
+// that has heard nothing for `heartbeat` sends PING; without an answer
+// within the request timeout the link is taken for dead (a silent
+// partition loses release messages) and is replaced.
 #ifndef KEYSEM_REDIS_DETAIL_CONNECTION_HPP
 #define KEYSEM_REDIS_DETAIL_CONNECTION_HPP
 
@@ -50,6 +53,7 @@ class connection : public std::enable_shared_from_this<connection> {
     std::chrono::milliseconds reconnect_min{50};
     std::chrono::milliseconds reconnect_max{2000};
     bool subscriber = false;
+    std::chrono::milliseconds heartbeat{0};     // subscriber: 0 = no liveness check
     std::function<void(const reply&)> on_push;  // subscriber: every message
     std::function<void()> on_connected;         // after each successful connect
     std::function<void()> on_round_trip;        // a reply arrived (stats)
@@ -90,6 +94,8 @@ class connection : public std::enable_shared_from_this<connection> {
   void on_reply(reply r);
   void arm_timer();
   void on_timer();
+  std::optional<std::chrono::steady_clock::time_point> heartbeat_due() const;
+  bool on_heartbeat(std::chrono::steady_clock::time_point now);
   void post_callback(callback done, boost::system::error_code ec, reply r = {});
 
   strand_type strand_;
@@ -104,6 +110,8 @@ class connection : public std::enable_shared_from_this<connection> {
   std::chrono::milliseconds backoff_{0};
   std::chrono::steady_clock::time_point backoff_until_{};
   std::chrono::steady_clock::time_point connect_deadline_{};
+  std::chrono::steady_clock::time_point last_heard_{};  // subscriber: bytes or connect
+  std::optional<std::chrono::steady_clock::time_point> ping_sent_;
   std::deque<pending> queue_;  // sent requests first, in order
   std::string write_buffer_;
   std::array<char, 16384> read_buffer_{};
