@@ -268,8 +268,9 @@ asio::awaitable<fleet_core::outcome> fleet_core::run_acquire(std::string key, st
                                               static_cast<std::uint32_t>(permits_),
                                               options_.default_limit_ttl.count()));
     if (ec == asio::error::operation_aborted) {
-      // Sent, outcome unknown: give the id back whatever the script did.
-      send_release(key, id, n);
+      // Sent, outcome unknown: give the id back whatever the script did,
+      // and withdraw it in case the acquire runs after this release.
+      send_release(key, id, n, options_.lease.count());
       co_return outcome{ec, {}};
     }
     if (ec) {
@@ -286,6 +287,7 @@ asio::awaitable<fleet_core::outcome> fleet_core::run_acquire(std::string key, st
         co_return outcome{make_error_code(error::limit_mismatch), {}};
       case acquire_result::kind::too_many:
         co_return outcome{asio::error::invalid_argument, {}};
+      case acquire_result::kind::withdrawn:  // only an abandoned id is withdrawn
       case acquire_result::kind::malformed:
         ++counters_->redis_errors;
         co_return outcome{make_error_code(error::protocol), {}};
@@ -387,8 +389,9 @@ void fleet_core::adopt_limit(const std::string& key, std::int64_t limit) {
   }
 }
 
-void fleet_core::send_release(const std::string& key, const std::string& id, std::uint32_t n) {
-  commands_->eval(script::release, release_args(names_for(options_.prefix, key), id, n),
+void fleet_core::send_release(const std::string& key, const std::string& id, std::uint32_t n,
+                              std::int64_t withdraw_ms) {
+  commands_->eval(script::release, release_args(names_for(options_.prefix, key), id, n, withdraw_ms),
                   [counters = counters_](error_code ec, const reply&) {
                     if (ec && ec != asio::error::operation_aborted) ++counters->redis_errors;
                   });

@@ -24,10 +24,15 @@ local function purge(h, f)
 end
 )lua";
 
-// KEYS: holders fences counter limit default; ARGV: id n lease default_limit default_ttl
+// KEYS: holders fences counter limit default withdrawn; ARGV: id n lease default_limit default_ttl
 // -> {1, fence, limit} | {0, ms_to_earliest_expiry, limit} | {-1, stored_default} | {-2, limit}
+//    | {-3, 0} (the id was withdrawn by a release that overtook it)
 constexpr const char* acquire_body = R"lua(
 local id, n, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
+if redis.call('ZSCORE', KEYS[6], id) then
+  return {-3, 0}
+end
 local mine = tonumber(ARGV[4])
 local stored = redis.call('GET', KEYS[5])
 if stored and tonumber(stored) ~= mine then
@@ -83,9 +88,17 @@ redis.call('PEXPIRE', KEYS[2], lease)
 return 1
 )lua";
 
-// KEYS: holders fences; ARGV: id n channel -> permits removed
+// KEYS: holders fences withdrawn; ARGV: id n channel withdraw_ms -> permits removed
 constexpr const char* release_body = R"lua(
-local id, n = ARGV[1], tonumber(ARGV[2])
+local id, n, withdraw = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
+if withdraw > 0 then
+  -- The id's acquire may still be on its way (resent after NOSCRIPT):
+  -- refuse it if it comes later.
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZADD', KEYS[3], now + withdraw, id)
+  redis.call('PEXPIRE', KEYS[3], withdraw)
+end
 local removed = 0
 for i = 1, n do
   removed = removed + redis.call('ZREM', KEYS[1], id .. '#' .. i)
@@ -119,7 +132,7 @@ bool is_int(const reply& r) { return r.type == reply::kind::integer; }
 
 key_names names_for(const std::string& prefix, const std::string& key) {
   const std::string base = prefix + ":{" + key + "}:";
-  return {base + "h", base + "f", base + "c", base + "l", prefix + ":default", base + "rel"};
+  return {base + "h", base + "f", base + "c", base + "l", prefix + ":default", base + "rel", base + "w"};
 }
 
 std::string key_of_channel(const std::string& prefix, const std::string& channel) {
@@ -136,9 +149,9 @@ const std::string& script_source(script s) { return sources()[static_cast<int>(s
 
 int key_count(script s) {
   switch (s) {
-    case script::acquire: return 5;
+    case script::acquire: return 6;
     case script::refresh: return 2;
-    case script::release: return 2;
+    case script::release: return 3;
     case script::set_limit: return 1;
   }
   return 0;
@@ -147,8 +160,7 @@ int key_count(script s) {
 std::vector<std::string> acquire_args(const key_names& k, const std::string& id, std::uint32_t n,
                                       std::int64_t lease_ms, std::uint32_t default_limit,
                                       std::int64_t default_ttl_ms) {
-  return {k.holders, k.fences,         k.counter,
-          k.limit,   k.default_limit,  id,
+  return {k.holders, k.fences,        k.counter, k.limit, k.default_limit, k.withdrawn, id,
           std::to_string(n), std::to_string(lease_ms), std::to_string(default_limit),
           std::to_string(default_ttl_ms)};
 }
@@ -158,8 +170,10 @@ std::vector<std::string> refresh_args(const key_names& k, const std::string& id,
   return {k.holders, k.fences, id, std::to_string(n), std::to_string(lease_ms)};
 }
 
-std::vector<std::string> release_args(const key_names& k, const std::string& id, std::uint32_t n) {
-  return {k.holders, k.fences, id, std::to_string(n), k.channel};
+std::vector<std::string> release_args(const key_names& k, const std::string& id, std::uint32_t n,
+                                      std::int64_t withdraw_ms) {
+  return {k.holders, k.fences, k.withdrawn, id, std::to_string(n), k.channel,
+          std::to_string(withdraw_ms)};
 }
 
 std::vector<std::string> set_limit_args(const key_names& k, std::uint32_t limit) {
@@ -178,6 +192,8 @@ acquire_result parse_acquire(const reply& r) {
   if (code == -1) {
     out.outcome = acquire_result::kind::limit_mismatch;
     out.limit = value;
+  } else if (code == -3) {
+    out.outcome = acquire_result::kind::withdrawn;
   } else if (code == -2) {
     out.outcome = acquire_result::kind::too_many;
     out.limit = value;

@@ -97,6 +97,7 @@ TEST_CASE("scripts: acquire replies decode into granted, busy, mismatch and too_
   CHECK(mismatch.outcome == acquire_result::kind::limit_mismatch);
   CHECK(mismatch.limit == 2);
   CHECK(parse_acquire(array({integer(-2), integer(4)})).outcome == acquire_result::kind::too_many);
+  CHECK(parse_acquire(array({integer(-3), integer(0)})).outcome == acquire_result::kind::withdrawn);
 }
 
 TEST_CASE("scripts: malformed replies are reported, never taken for a grant") {

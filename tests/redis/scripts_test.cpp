@@ -135,6 +135,25 @@ TEST_CASE("scripts: release removes the lease and publishes on the key's channel
   CHECK(run(server, script::release, release_args(k, "c:1", 2)).integer == 0);
 }
 
+TEST_CASE("scripts: a release that withdraws its id refuses that id's acquire if it runs later, for the withdrawal's time") {
+  redis_server server;
+  const auto k = names_for("t", "a");
+  // The acquire of c:1 was cancelled in flight and resent after NOSCRIPT,
+  // so its release runs first.
+  CHECK(run(server, script::release, release_args(k, "c:1", 1, 60000)).integer == 0);
+  const auto late = acquire(server, k, "c:1", 1);
+  CHECK(late.outcome == acquire_result::kind::withdrawn);
+  CHECK(integer(server, {"ZCARD", k.holders}) == 0);  // nothing leaked until the lease ends
+  CHECK(integer(server, {"PTTL", k.withdrawn}) > 0);  // the withdrawal expires
+  // Other ids are untouched, and an ordinary release withdraws nothing.
+  REQUIRE(acquire(server, k, "c:2", 1).outcome == acquire_result::kind::granted);
+  run(server, script::release, release_args(k, "c:2", 1));
+  CHECK(acquire(server, k, "c:2", 1).outcome == acquire_result::kind::granted);
+  // An expired withdrawal is purged: the id could be granted again.
+  integer(server, {"ZADD", k.withdrawn, "XX", "1", "c:1"});
+  CHECK(acquire(server, k, "c:1", 1).outcome == acquire_result::kind::granted);
+}
+
 TEST_CASE("scripts: a client with a different default limit gets limit_mismatch") {
   redis_server server;
   const auto k = names_for("t", "a");

@@ -76,7 +76,8 @@ class fleet_core : public std::enable_shared_from_this<fleet_core> {
   outcome grant(const std::string& key, const std::string& id, std::uint32_t n, std::uint64_t fence,
                 steady_time sent, keysem::keyed_semaphore::permit local);
   void adopt_limit(const std::string& key, std::int64_t limit);
-  void send_release(const std::string& key, const std::string& id, std::uint32_t n);
+  void send_release(const std::string& key, const std::string& id, std::uint32_t n,
+                    std::int64_t withdraw_ms = 0);
   std::string next_id();
 
   // waiting keys and the subscriber

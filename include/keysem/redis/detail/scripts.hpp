@@ -22,6 +22,7 @@ namespace keysem::redis::detail {
 
 struct key_names {
   std::string holders, fences, counter, limit, default_limit, channel;
+  std::string withdrawn;  // ids released before their acquire ran, until they expire
 };
 key_names names_for(const std::string& prefix, const std::string& key);
 
@@ -40,14 +41,18 @@ std::vector<std::string> acquire_args(const key_names& k, const std::string& id,
                                       std::int64_t default_ttl_ms);
 std::vector<std::string> refresh_args(const key_names& k, const std::string& id, std::uint32_t n,
                                       std::int64_t lease_ms);
-std::vector<std::string> release_args(const key_names& k, const std::string& id, std::uint32_t n);
+/// withdraw_ms > 0: the id's acquire has an unknown outcome and may still
+/// run after this release (a NOSCRIPT resend goes to the back of the
+/// pipeline); it is refused if it comes within withdraw_ms.
+std::vector<std::string> release_args(const key_names& k, const std::string& id, std::uint32_t n,
+                                      std::int64_t withdraw_ms = 0);
 /// limit 0 removes the key's own limit (back to the default).
 std::vector<std::string> set_limit_args(const key_names& k, std::uint32_t limit);
 int key_count(script s);
 
 // --- replies ---
 struct acquire_result {
-  enum class kind { granted, busy, limit_mismatch, too_many, malformed };
+  enum class kind { granted, busy, limit_mismatch, too_many, withdrawn, malformed };
   kind outcome = kind::malformed;
   std::uint64_t fence = 0;     // granted
   std::int64_t wait_ms = 0;    // busy: ms until the earliest lease expires
