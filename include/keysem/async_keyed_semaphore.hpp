@@ -150,7 +150,15 @@ class async_keyed_semaphore {
   /// Nothing happens until the awaitable is awaited. It can be combined with
   /// awaitable operators: `co_await (sem.acquire(key) || timer.async_wait(use_awaitable))`.
   boost::asio::awaitable<permit> acquire(key_type key, std::size_t n = 1) {
-    return acquire_awaitable(std::move(key), n, {});
+    // A coroutine of its own rather than a call into the shared one: on the
+    // hottest token-less path the key then moves once, into this frame.
+    const auto cancellation = co_await boost::asio::this_coro::cancellation_state;
+    const bool throw_if_cancelled = co_await boost::asio::this_coro::throw_if_cancelled();
+    auto taken = detail::acquire_first_try(*impl_, cancellation, throw_if_cancelled, key, n, acquire_what);
+    if (taken) {
+      co_return std::move(*taken);
+    }
+    co_return co_await acquire(std::move(key), n, boost::asio::use_awaitable);
   }
 
   /// Acquires one permit on `key`: see the weighted overload.
@@ -506,10 +514,13 @@ class async_keyed_semaphore {
   };
 
   // The token-less forms (detail/acquire_awaitable.hpp).
-  boost::asio::awaitable<permit> acquire_awaitable(key_type key, std::size_t n,
-                                                    deadline_spec deadline) {
+  static constexpr const char* acquire_what = "keysem::async_keyed_semaphore::acquire";
+
+  // The key by reference: it moves once more, into the coroutine's frame.
+  boost::asio::awaitable<permit> acquire_awaitable(key_type&& key, std::size_t n,
+                                                    const deadline_spec& deadline) {
     return detail::acquire_awaitable(*impl_, initiate_acquire{this}, std::move(key), n, deadline,
-                                     "keysem::async_keyed_semaphore::acquire");
+                                     acquire_what);
   }
 
   [[noreturn]] static void throw_invalid_count() {

@@ -10,6 +10,7 @@
 #include <keysem/permit.hpp>
 
 #include <boost/asio/async_result.hpp>
+#include <boost/asio/cancellation_state.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -19,6 +20,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <utility>
 
 namespace keysem::detail {
@@ -27,16 +29,14 @@ namespace keysem::detail {
   throw boost::system::system_error(ec, what);
 }
 
-// initiation(handler, key, n, deadline) is the public class's initiation
-// object; `what` names the operation in the exceptions it throws.
-template <class Impl, class Key, class Initiation>
-boost::asio::awaitable<basic_permit<Key>> acquire_awaitable(Impl& impl, Initiation initiation, Key key,
-                                                            std::size_t n, deadline_spec deadline,
-                                                            const char* what) {
-  using signature = void(boost::system::error_code, basic_permit<Key>);
-  auto cancellation = co_await boost::asio::this_coro::cancellation_state;
-  if (co_await boost::asio::this_coro::throw_if_cancelled() &&
-      cancellation.cancelled() != boost::asio::cancellation_type::none) {
+// The token-less acquire's synchronous part: the coroutine's cancellation
+// state, the early errors, then free permits taken without suspending.
+// Throws the operation's errors; std::nullopt when the acquire must wait.
+template <class Impl, class Key>
+std::optional<basic_permit<Key>> acquire_first_try(Impl& impl, boost::asio::cancellation_state cancellation,
+                                                   bool throw_if_cancelled, const Key& key, std::size_t n,
+                                                   const char* what) {
+  if (throw_if_cancelled && cancellation.cancelled() != boost::asio::cancellation_type::none) {
     impl.count_early(boost::asio::error::operation_aborted);
     throw_acquire_error(boost::asio::error::operation_aborted, what);
   }
@@ -46,10 +46,26 @@ boost::asio::awaitable<basic_permit<Key>> acquire_awaitable(Impl& impl, Initiati
   const auto count = static_cast<std::uint32_t>(n);
   const auto [first, shard] = impl.admit(key, count, admission_policy::kind::first_try);
   if (first.verdict == key_word::verdict::granted) {
-    co_return permit_access::adopt(*first.state, count);
+    return permit_access::adopt(*first.state, count);
   }
   if (first.verdict == key_word::verdict::invalid) {
     throw_acquire_error(boost::asio::error::invalid_argument, what);
+  }
+  return std::nullopt;
+}
+
+// initiation(handler, key, n, deadline) is the public class's initiation
+// object; `what` names the operation in the exceptions it throws.
+template <class Impl, class Key, class Initiation>
+boost::asio::awaitable<basic_permit<Key>> acquire_awaitable(Impl& impl, Initiation initiation, Key key,
+                                                            std::size_t n, deadline_spec deadline,
+                                                            const char* what) {
+  using signature = void(boost::system::error_code, basic_permit<Key>);
+  const auto cancellation = co_await boost::asio::this_coro::cancellation_state;
+  const bool throw_if_cancelled = co_await boost::asio::this_coro::throw_if_cancelled();
+  auto taken = acquire_first_try(impl, cancellation, throw_if_cancelled, key, n, what);
+  if (taken) {
+    co_return std::move(*taken);
   }
   co_return co_await boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&, signature>(
       std::move(initiation), boost::asio::use_awaitable, std::move(key), n, deadline);

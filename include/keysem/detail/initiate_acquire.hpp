@@ -72,8 +72,24 @@ struct deadline_spec {
 // yields to a count above the key's own limit; then, for operations that
 // must post, a dead context. Counted on the core when it is an outcome.
 template <class Impl, class K>
-boost::system::error_code early_error(Impl& impl, const K& key, std::size_t n,
-                                      bool needs_context) {
+boost::system::error_code early_error_slow(Impl& impl, const K& key, std::size_t n,
+                                           bool needs_context);
+
+// Inline: the common case (a valid count, an open semaphore, a live
+// context) is three loads and three compares on every acquire.
+template <class Impl, class K>
+inline boost::system::error_code early_error(Impl& impl, const K& key, std::size_t n,
+                                             bool needs_context) {
+  if (n - 1 < impl.max_request() && !impl.is_stopped() && !(needs_context && impl.is_detached()))
+      [[likely]] {
+    return {};
+  }
+  return early_error_slow(impl, key, n, needs_context);
+}
+
+template <class Impl, class K>
+boost::system::error_code early_error_slow(Impl& impl, const K& key, std::size_t n,
+                                           bool needs_context) {
   boost::system::error_code ec;
   if (n == 0 || n > impl.max_request()) {
     ec = boost::asio::error::invalid_argument;
