@@ -15,7 +15,9 @@
 // Fleet mode (serve --redis HOST:PORT): several replicas share each
 // tenant's limit through Redis. A request then also needs the tenant's
 // fleet-wide permit (fleet_limiter.hpp) before the same deadline; the
-// replica's own semaphore still bounds its queue (429) and its total.
+// replica's own semaphore still bounds its queue (429) and its total, and
+// /metrics shows that semaphore: this replica's share of the fleet. If
+// Redis cannot be reached, nothing is granted: 503.
 //
 // Every 200 carries X-Limit (the tenant's limit), X-Concurrency (the
 // tenant's permits in use in this replica just after this one was granted) and
