@@ -189,8 +189,8 @@ class http_server {
   asio::awaitable<response> work(std::string tenant, int ms) {
     // Granted at once if a permit is free; otherwise queued, unless
     // max_waiting already queue (queue_full), until the deadline (timed_out).
-    admission permit = co_await admit(tenant);
-    const boost::system::error_code ec = permit.ec;
+    admission granted = co_await admit(tenant);
+    const boost::system::error_code ec = granted.ec;
     if (ec == keysem::error::queue_full) {
       // max_waiting requests already queue for this tenant: queueing more
       // would only add latency. Shed now, tell the client when to retry.
@@ -209,8 +209,8 @@ class http_server {
     asio::steady_timer work(co_await asio::this_coro::executor, std::chrono::milliseconds(ms));
     co_await work.async_wait(asio::as_tuple(asio::use_awaitable));
     const auto held_until = steady_ns();  // before the permit goes, so no successor overlaps
-    permit.fleet.release();
-    permit.local.release();
+    granted.fleet.release();
+    granted.local.release();
 
     response res =
         text(http::status::ok, "worked " + std::to_string(ms) + " ms for " + tenant + "\n");
