@@ -210,7 +210,7 @@ How to read this: each replica runs the one-process demo's policy (free
 tenants 2, acme 8, 100 ms to get a permit or 503), but a permit is now a
 lease in Redis (keysem::redis::fleet_semaphore), so the limits hold for the
 three replicas together: "max/limit" is the most requests the client saw
-holding a permit at once on any replica. When a replica dies, its leases
+holding a permit at once, across all replicas. When a replica dies, its leases
 stay in Redis until they expire, T after its last refresh; until then the
 survivors cannot use those permits, and afterwards they hold each tenant's
 full limit again. See docs/fleet.md for what is guaranteed and what is not.
