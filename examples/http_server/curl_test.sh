@@ -37,7 +37,8 @@ fail() {
 
 printf '# paying tenants\ngold 3\n\nvip 4  # overridden by --tier below\n' >"$work/tiers"
 # Bad command lines are refused with status 2 before anything listens.
-for bad in "--tier gold" "--tier gold=0" "--tier 'a b'=3" "--limit x" "--tiers $work/none"; do
+for bad in "--tier gold" "--tier gold=0" "--tier 'a b'=3" "--limit x" "--tiers $work/none" \
+    "--redis nohost" "--redis host:x" "--lease-ms 0" "--port 1,2"; do
     status=0
     eval "\"\$server_bin\" serve $bad" >/dev/null 2>&1 || status=$?
     [[ $status == 2 ]] || fail "serve $bad: expected exit status 2, got $status"

@@ -105,10 +105,32 @@ void record(http_tenant_stats& stats, const http::response<http::string_body>& r
   }
 }
 
+long long steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             clock_type::now().time_since_epoch())
+      .count();
+}
+
+// A failed connect, read or write. With other servers left to try, the user
+// moves on to the next one (true); otherwise the failure is final (false).
+bool fail_over(const http_load_options& options, http_load_report& report, std::size_t& server,
+               std::size_t& failures_in_a_row) {
+  if (++failures_in_a_row >= options.servers.size()) {
+    ++report.transport_errors;
+    return false;
+  }
+  ++report.failovers;
+  if (report.first_failure_ns == 0) {
+    report.first_failure_ns = steady_ns();
+  }
+  server = (server + 1) % options.servers.size();
+  return true;
+}
+
 // One user: one connection, requests back to back until the deadline.
 asio::awaitable<void> virtual_user(const http_load_options& options, const tenant_profile& tenant,
-                                   unsigned seed, clock_type::time_point deadline,
-                                   http_load_report& report) {
+                                   unsigned seed, std::size_t server,
+                                   clock_type::time_point deadline, http_load_report& report) {
   http_tenant_stats& stats = report.tenants[tenant.name];
   std::minstd_rand random(seed);  // seeded: every run offers the same work
   std::uniform_int_distribution<int> work_ms(tenant.min_work_ms, tenant.max_work_ms);
@@ -116,13 +138,15 @@ asio::awaitable<void> virtual_user(const http_load_options& options, const tenan
   beast::tcp_stream stream(co_await asio::this_coro::executor);
   beast::flat_buffer buffer;
   bool connected = false;
+  std::size_t failures_in_a_row = 0;
   for (std::size_t i = 0; i < options.max_requests_per_user && clock_type::now() < deadline; ++i) {
     stream.expires_after(std::chrono::seconds(5));  // a stuck server fails the run, not hangs it
     if (!connected) {
-      auto [ec] =
-          co_await stream.async_connect(options.server, asio::as_tuple(asio::use_awaitable));
+      auto [ec] = co_await stream.async_connect(options.servers[server],
+                                                asio::as_tuple(asio::use_awaitable));
       if (ec) {
-        ++report.transport_errors;
+        stream.close();
+        if (fail_over(options, report, server, failures_in_a_row)) continue;
         co_return;
       }
       connected = true;
@@ -142,11 +166,18 @@ asio::awaitable<void> virtual_user(const http_load_options& options, const tenan
           co_await http::async_read(stream, buffer, res, asio::as_tuple(asio::use_awaitable));
     }
     if (ec) {
-      ++report.transport_errors;
+      stream.close();
+      connected = false;
+      buffer.clear();
+      if (fail_over(options, report, server, failures_in_a_row)) continue;
       co_return;
     }
+    failures_in_a_row = 0;
     ++stats.requests;
     record(stats, res, clock_type::now() - start);
+    if (res.result() == http::status::ok) {
+      ++report.served_by_server[server];
+    }
 
     if (!res.keep_alive()) {  // the server is shutting down or said goodbye
       beast::error_code ignored;
@@ -167,6 +198,27 @@ asio::awaitable<void> virtual_user(const http_load_options& options, const tenan
   }
 }
 
+// The first instant at or after `since` at which `limit` intervals held at
+// once, in ms after `since`; -1 if that never happened.
+double full_limit_again_ms(const std::vector<std::pair<long long, long long>>& held,
+                           std::size_t limit, long long since) {
+  std::vector<std::pair<long long, int>> events;
+  events.reserve(2 * held.size());
+  for (const auto& [from, until] : held) {
+    events.emplace_back(from, +1);
+    events.emplace_back(until, -1);
+  }
+  std::sort(events.begin(), events.end());
+  std::size_t now = 0;
+  for (const auto& [time, delta] : events) {
+    now = delta > 0 ? now + 1 : now - 1;
+    if (time >= since && limit != 0 && now >= limit) {
+      return static_cast<double>(time - since) / 1e6;
+    }
+  }
+  return -1;
+}
+
 double percentile(std::vector<double> values, double p) {
   if (values.empty()) {
     return 0;
@@ -182,16 +234,19 @@ asio::awaitable<http_load_report> run_http_load(http_load_options options) {
   http_load_report report;
   const auto start = clock_type::now();
   const auto deadline = start + options.duration;
+  report.served_by_server.assign(options.servers.size(), 0);
 
   using op_type = decltype(asio::co_spawn(
-      ex, virtual_user(options, options.tenants.front(), 0, deadline, report), asio::deferred));
+      ex, virtual_user(options, options.tenants.front(), 0, 0, deadline, report), asio::deferred));
   std::vector<op_type> users;
   unsigned seed = 1;
   for (const tenant_profile& tenant : options.tenants) {
     report.tenants[tenant.name].users = tenant.users;
     for (std::size_t i = 0; i < tenant.users; ++i) {
-      users.push_back(asio::co_spawn(ex, virtual_user(options, tenant, seed++, deadline, report),
-                                     asio::deferred));
+      // Users round robin over the servers, so each serves every busy tenant.
+      const std::size_t server = (seed - 1) % options.servers.size();
+      users.push_back(asio::co_spawn(
+          ex, virtual_user(options, tenant, seed++, server, deadline, report), asio::deferred));
     }
   }
   auto [order, errors] = co_await asio::experimental::make_parallel_group(std::move(users))
@@ -203,6 +258,10 @@ asio::awaitable<http_load_report> run_http_load(http_load_options options) {
   report.seconds = std::chrono::duration<double>(clock_type::now() - start).count();
   for (auto& [name, stats] : report.tenants) {
     stats.peak_concurrency = std::max(stats.peak_concurrency, peak_overlap(stats.held));
+    if (report.first_failure_ns != 0) {
+      stats.full_limit_again_ms =
+          full_limit_again_ms(stats.held, stats.limit, report.first_failure_ns);
+    }
   }
   co_return report;
 }
@@ -227,6 +286,26 @@ bool print_load_table(const http_load_report& report) {
   std::printf("%zu requests in %.1f s (%.0f/s), %zu transport errors\n", total, report.seconds,
               report.seconds > 0 ? static_cast<double>(total) / report.seconds : 0.0,
               report.transport_errors);
+  if (report.served_by_server.size() > 1) {
+    std::printf("served per server:");
+    for (const std::size_t served : report.served_by_server) {
+      std::printf(" %zu", served);
+    }
+    std::printf("; max/limit is across all of them\n");
+  }
+  if (report.failovers != 0) {
+    std::printf("%zu requests were cut off by a server that failed; their users moved on\n",
+                report.failovers);
+    for (const auto& [name, t] : report.tenants) {
+      if (t.full_limit_again_ms < 0) {
+        std::printf("  %-8s never held its full limit (%zu) at once after the failure\n",
+                    name.c_str(), t.limit);
+      } else {
+        std::printf("  %-8s held its full limit (%zu) at once again %.0f ms after the failure\n",
+                    name.c_str(), t.limit, t.full_limit_again_ms);
+      }
+    }
+  }
   std::printf("%s\n", ok ? "every tenant stayed within its limit"
                          : "FAILED: a limit was exceeded or requests failed");
   return ok;

@@ -9,6 +9,15 @@
 // permit). The client checks each tenant's limit from outside: the most
 // intervals that overlap at any instant, and the highest X-Concurrency,
 // must not exceed the tenant's limit.
+//
+// With several servers (replicas sharing limits through Redis, see
+// fleet_limiter.hpp) the users are spread over them, and the steady clock
+// is the machine's CLOCK_MONOTONIC, shared by every process: overlapping
+// X-Permit-Held intervals of all replicas give the fleet-wide concurrency.
+// A user whose server dies moves on to the next one; after that first
+// failure the client also reports, per tenant, how long it took until the
+// surviving servers held the tenant's full limit at once again (which needs
+// the dead server's permits back).
 #ifndef KEYSEM_EXAMPLE_HTTP_LOAD_CLIENT_HPP
 #define KEYSEM_EXAMPLE_HTTP_LOAD_CLIENT_HPP
 
@@ -34,7 +43,7 @@ struct tenant_profile {
 std::vector<tenant_profile> default_tenant_profiles();
 
 struct http_load_options {
-  boost::asio::ip::tcp::endpoint server;
+  std::vector<boost::asio::ip::tcp::endpoint> servers;  // user i starts on servers[i % size]
   std::chrono::milliseconds duration{2000};  // users stop starting requests after this
   std::size_t max_requests_per_user = 100000;
   std::chrono::milliseconds backoff{20};  // after a 429/503; see load_client.cpp
@@ -52,11 +61,17 @@ struct http_tenant_stats {
   std::size_t limit = 0;             // X-Limit as the server reported it
   std::vector<double> latency_ms;    // of served requests
   std::vector<std::pair<long long, long long>> held;  // X-Permit-Held, [from, until)
+  // After the first server failure: until the tenant's full limit was held
+  // at once again (-1: never seen).
+  double full_limit_again_ms = -1;
 };
 
 struct http_load_report {
   std::map<std::string, http_tenant_stats> tenants;
-  std::size_t transport_errors = 0;  // failed connects, reads or writes
+  std::size_t transport_errors = 0;  // failed connects, reads or writes, with nowhere left to go
+  std::size_t failovers = 0;         // requests cut off by a server that failed; the user moved on
+  long long first_failure_ns = 0;    // steady clock (ns) of the first failover; 0: none
+  std::vector<std::size_t> served_by_server;  // 200s per entry of servers
   double seconds = 0;
 };
 

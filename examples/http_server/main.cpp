@@ -12,8 +12,15 @@
 //               Retry-After
 //   otherwise   → 200 once a permit is granted (at once if one is free)
 //
+// Fleet mode (serve --redis HOST:PORT): several replicas share each
+// tenant's limit through Redis. A request then also needs the tenant's
+// fleet-wide permit (fleet_limiter.hpp) before the same deadline; the
+// replica's own semaphore still bounds its queue (429) and its total, and
+// /metrics shows that semaphore: this replica's share of the fleet. If
+// Redis cannot be reached, nothing is granted: 503.
+//
 // Every 200 carries X-Limit (the tenant's limit), X-Concurrency (the
-// tenant's permits in use just after this one was granted) and
+// tenant's permits in use in this replica just after this one was granted) and
 // X-Permit-Held (when, on the server's steady clock, the request held its
 // permit), so a client can check every tenant's limit from outside: see
 // load_client.cpp. GET /metrics exposes semaphore_stats and the busiest
@@ -23,6 +30,7 @@
 // own strand. The command line is in options.hpp; `serve` runs until SIGINT
 // or SIGTERM, then shuts down gracefully and exits 0. The other two modes
 // print a per-tenant table and exit 1 if a tenant exceeded its limit.
+#include "fleet_limiter.hpp"
 #include "load_client.hpp"
 #include "options.hpp"
 
@@ -37,6 +45,8 @@
 #include <charconv>
 #include <cstdio>
 #include <fstream>
+#include <future>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -66,6 +76,17 @@ class http_server {
     for (const auto& [tenant, limit] : options.tiers) {
       limiter_.set_limit(tenant, limit);  // paying tenants; everyone else gets options.limit
     }
+    if (options.fleet.enabled()) {
+      fleet_ = std::make_unique<fleet_limiter>(ctx.get_executor(), options.fleet, options.limit);
+    }
+  }
+
+  // Fleet mode: stores the tiers in Redis, where every replica finds them.
+  // Call before serving; throws if Redis does not take them.
+  asio::awaitable<void> store_fleet_tiers() {
+    if (fleet_) {
+      co_await fleet_->store_tiers(options_.tiers);
+    }
   }
 
   tcp::endpoint local_endpoint() const { return acceptor_.local_endpoint(); }
@@ -81,6 +102,9 @@ class http_server {
     }
     asio::post(acceptor_.get_executor(), [this] { acceptor_.close(); });
     limiter_.close();
+    if (fleet_) {
+      fleet_->close();
+    }
     asio::co_spawn(ctx_, drain(), asio::detached);
   }
 
@@ -141,12 +165,32 @@ class http_server {
     co_return co_await work(std::string(tenant->value()), work_ms(target));
   }
 
-  // The admission policy: one acquire, and a status for each way it can end.
+  // What a request holds while it works: its replica's permit and, in
+  // fleet mode, the tenant's fleet-wide one (released first: declared last).
+  struct admission {
+    boost::system::error_code ec;
+    keysem::keyed_semaphore::permit local;
+    fleet_limiter::permit fleet;
+  };
+
+  // Both acquires share one deadline: --timeout-ms is the whole wait.
+  asio::awaitable<admission> admit(const std::string& tenant) {
+    const auto deadline = std::chrono::steady_clock::now() + options_.acquire_timeout;
+    admission a;
+    std::tie(a.ec, a.local) =
+        co_await limiter_.acquire_until(tenant, deadline, asio::as_tuple(asio::use_awaitable));
+    if (!a.ec && fleet_) {
+      std::tie(a.ec, a.fleet) = co_await fleet_->acquire_until(tenant, deadline);
+    }
+    co_return a;
+  }
+
+  // The admission policy: one admission, and a status for each way it can end.
   asio::awaitable<response> work(std::string tenant, int ms) {
     // Granted at once if a permit is free; otherwise queued, unless
     // max_waiting already queue (queue_full), until the deadline (timed_out).
-    auto [ec, permit] = co_await limiter_.acquire_for(tenant, options_.acquire_timeout,
-                                                      asio::as_tuple(asio::use_awaitable));
+    admission granted = co_await admit(tenant);
+    const boost::system::error_code ec = granted.ec;
     if (ec == keysem::error::queue_full) {
       // max_waiting requests already queue for this tenant: queueing more
       // would only add latency. Shed now, tell the client when to retry.
@@ -155,8 +199,9 @@ class http_server {
     if (ec == asio::error::timed_out) {
       co_return retry_later(http::status::service_unavailable, "timed out waiting for " + tenant);
     }
-    if (ec) {  // keysem::error::closed: shutting down
-      co_return retry_later(http::status::service_unavailable, "shutting down");
+    if (ec) {  // closed: shutting down; in fleet mode also Redis unreachable
+      co_return retry_later(http::status::service_unavailable,
+                            stopping_ ? "shutting down" : "no permit: " + ec.message());
     }
 
     const std::size_t concurrency = limiter_.in_use(tenant);  // ours included
@@ -164,7 +209,8 @@ class http_server {
     asio::steady_timer work(co_await asio::this_coro::executor, std::chrono::milliseconds(ms));
     co_await work.async_wait(asio::as_tuple(asio::use_awaitable));
     const auto held_until = steady_ns();  // before the permit goes, so no successor overlaps
-    permit.release();
+    granted.fleet.release();
+    granted.local.release();
 
     response res =
         text(http::status::ok, "worked " + std::to_string(ms) + " ms for " + tenant + "\n");
@@ -303,6 +349,7 @@ class http_server {
   server_options options_;
   tcp::acceptor acceptor_;
   keysem::keyed_semaphore limiter_;
+  std::unique_ptr<fleet_limiter> fleet_;  // fleet mode only
   std::atomic<bool> stopping_{false};
   std::atomic<std::size_t> in_progress_{0};  // requests read and not yet answered
 };
@@ -323,6 +370,10 @@ void print_policy(const server_options& options) {
   for (const auto& [tenant, limit] : options.tiers) {
     std::printf("; %s: %zu", tenant.c_str(), limit);
   }
+  if (options.fleet.enabled()) {
+    std::printf("; shared by the fleet on redis %s:%u, lease %lld ms", options.fleet.host.c_str(),
+                options.fleet.port, static_cast<long long>(options.fleet.lease.count()));
+  }
   std::printf("\n");
 }
 
@@ -337,6 +388,17 @@ int serve(const command_line& cmd) {
     }
   });
 
+  std::vector<std::thread> threads = run_threads(ctx, cmd.server.threads);
+  try {
+    asio::co_spawn(ctx, server.store_fleet_tiers(), asio::use_future).get();
+  } catch (...) {
+    ctx.stop();
+    for (std::thread& t : threads) {
+      t.join();
+    }
+    throw;
+  }
+
   const unsigned short port = server.local_endpoint().port();
   std::printf("listening on http://127.0.0.1:%u: ", port);
   print_policy(cmd.server);
@@ -346,7 +408,7 @@ int serve(const command_line& cmd) {
     std::ofstream(partial) << port << '\n';
     std::rename(partial.c_str(), cmd.port_file.c_str());
   }
-  for (std::thread& t : run_threads(ctx, cmd.server.threads)) {
+  for (std::thread& t : threads) {
     t.join();
   }
   return 0;
@@ -354,10 +416,13 @@ int serve(const command_line& cmd) {
 
 int load(const command_line& cmd) {
   http_load_options options;
-  options.server = tcp::endpoint(asio::ip::make_address("127.0.0.1"), cmd.server.port);
+  std::printf("load: %.1f s against", static_cast<double>(cmd.duration.count()) / 1000);
+  for (const unsigned short port : cmd.ports) {
+    options.servers.emplace_back(asio::ip::make_address("127.0.0.1"), port);
+    std::printf(" http://127.0.0.1:%u", port);
+  }
+  std::printf("\n");
   options.duration = cmd.duration;
-  std::printf("load: %.1f s against http://127.0.0.1:%u\n",
-              static_cast<double>(cmd.duration.count()) / 1000, cmd.server.port);
   for (const tenant_profile& t : options.tenants) {
     std::printf("  %-8s %2zu users, each request asks for %d-%d ms of work\n", t.name.c_str(),
                 t.users, t.min_work_ms, t.max_work_ms);
@@ -385,10 +450,11 @@ int both(const command_line& cmd) {
   std::vector<std::thread> threads = run_threads(server_ctx, cmd.server.threads);
 
   command_line client = cmd;
-  client.server.port = server.local_endpoint().port();
+  client.ports = {server.local_endpoint().port()};
   int status = 1;
   std::exception_ptr failure;
   try {
+    asio::co_spawn(server_ctx, server.store_fleet_tiers(), asio::use_future).get();
     status = load(client);
   } catch (...) {
     failure = std::current_exception();

@@ -71,6 +71,29 @@ void parse_tiers_file(server_options& server, const std::string& path) {
   }
 }
 
+// --port 8080 or, for load, --port 8080,8081,8082
+std::vector<unsigned short> parse_ports(std::string_view value) {
+  std::vector<unsigned short> ports;
+  for (std::size_t from = 0;;) {
+    const std::size_t comma = std::min(value.find(',', from), value.size());
+    ports.push_back(static_cast<unsigned short>(number("--port", value.substr(from, comma - from), 65535)));
+    if (comma == value.size()) {
+      return ports;
+    }
+    from = comma + 1;
+  }
+}
+
+// --redis 127.0.0.1:6379
+void parse_redis(fleet_config& fleet, std::string_view value) {
+  const auto colon = value.rfind(':');
+  if (colon == std::string_view::npos || colon == 0) {
+    bad("--redis: expected HOST:PORT, got '" + std::string(value) + "'");
+  }
+  fleet.host = std::string(value.substr(0, colon));
+  fleet.port = static_cast<std::uint16_t>(number("--redis port", value.substr(colon + 1), 65535));
+}
+
 }  // namespace
 
 bool valid_tenant(std::string_view tenant) {
@@ -85,9 +108,10 @@ const char* usage() {
   return "usage:\n"
          "  keysem_example_http_server [--seconds S] [server options]\n"
          "  keysem_example_http_server serve [server options] [--port-file F]\n"
-         "  keysem_example_http_server load --port P [--seconds S]\n"
+         "  keysem_example_http_server load --port P[,P...] [--seconds S]\n"
          "server options: --port P, --limit N, --tier TENANT=N (repeatable), --tiers FILE,\n"
-         "                --max-waiting N, --total N, --timeout-ms N, --threads N\n";
+         "                --max-waiting N, --total N, --timeout-ms N, --threads N,\n"
+         "                --redis HOST:PORT, --lease-ms T\n";
 }
 
 command_line parse_command_line(int argc, char** argv) {
@@ -106,7 +130,8 @@ command_line parse_command_line(int argc, char** argv) {
     }
     const std::string value = argv[i + 1];
     if (name == "--port") {
-      cmd.server.port = static_cast<unsigned short>(number(name, value, 65535));
+      cmd.ports = parse_ports(value);
+      cmd.server.port = cmd.ports.front();
     } else if (name == "--port-file") {
       cmd.port_file = value;
     } else if (name == "--limit") {
@@ -123,6 +148,10 @@ command_line parse_command_line(int argc, char** argv) {
       cmd.server.acquire_timeout = std::chrono::milliseconds(number(name, value, 3'600'000));
     } else if (name == "--threads") {
       cmd.server.threads = positive(name, value);
+    } else if (name == "--redis") {
+      parse_redis(cmd.server.fleet, value);
+    } else if (name == "--lease-ms") {
+      cmd.server.fleet.lease = std::chrono::milliseconds(positive(name, value));
     } else if (name == "--seconds") {
       double seconds = 0;
       const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), seconds);
@@ -135,8 +164,12 @@ command_line parse_command_line(int argc, char** argv) {
       bad("unknown option '" + std::string(name) + "'");
     }
   }
-  if (cmd.mode == "load" && cmd.server.port == 0) {
-    bad("load needs --port");
+  if (cmd.mode == "load" &&
+      (cmd.ports.empty() || std::count(cmd.ports.begin(), cmd.ports.end(), 0) != 0)) {
+    bad("load needs --port (one or more, comma-separated)");
+  }
+  if (cmd.mode != "load" && cmd.ports.size() > 1) {
+    bad("--port: only load takes several ports");
   }
   return cmd;
 }

@@ -3,7 +3,7 @@
 //
 //   keysem_example_http_server [--seconds S] [server options]   server + load client, one process
 //   keysem_example_http_server serve [server options] [--port-file F]
-//   keysem_example_http_server load --port P [--seconds S]
+//   keysem_example_http_server load --port P[,P...] [--seconds S]
 //
 // Server options:
 //   --port P           listen on 127.0.0.1:P (0, the default: a free port)
@@ -14,10 +14,19 @@
 //   --total N          requests in progress over all tenants (default: no total)
 //   --timeout-ms N     queued longer than this: 503 (default 100)
 //   --threads N        threads running the server (default 2)
+//   --redis HOST:PORT  fleet mode: the per-tenant limits hold across every
+//                      replica using this Redis server (fleet_limiter.hpp)
+//   --lease-ms T       fleet mode: lease length, the time within which a
+//                      dead replica's permits come back (default 10000)
+//
+// load with several ports spreads its users over them (replicas of one
+// fleet); a user whose server dies moves on to the next port.
 //
 // A tenant named by --tier or --tiers more than once keeps its last limit.
 #ifndef KEYSEM_EXAMPLE_HTTP_OPTIONS_HPP
 #define KEYSEM_EXAMPLE_HTTP_OPTIONS_HPP
+
+#include "fleet_limiter.hpp"
 
 #include <keysem/semaphore_options.hpp>
 
@@ -26,6 +35,7 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <vector>
 
 struct server_options {
   unsigned short port = 0;                         // 0: the kernel picks a free port
@@ -36,12 +46,14 @@ struct server_options {
   std::chrono::milliseconds acquire_timeout{100};  // queued longer than this: 503
   std::size_t threads = 2;
   std::size_t metrics_top = 10;  // /metrics lists this many of the busiest tenants
+  fleet_config fleet;            // --redis: limits shared by every replica
 };
 
 struct command_line {
   std::string mode = "both";  // "both", "serve" or "load"
   server_options server;
   std::string port_file;                      // serve: write the port here once listening
+  std::vector<unsigned short> ports;          // load: the servers (--port P1,P2,...)
   std::chrono::milliseconds duration{2000};  // load: how long users start requests
 };
 
