@@ -139,6 +139,53 @@ asio::awaitable<void> replies_reach(const fleet& sem, std::uint64_t count) {
   while (sem.stats().round_trips < count) co_await asio::post(asio::deferred);
 }
 
+// Redis' own counters (INFO commandstats), read on a connection of their
+// own: calls and time spent per command, scripts' inner commands included.
+struct command_stat {
+  std::uint64_t calls = 0;
+  std::uint64_t usec = 0;  // time Redis spent running them
+};
+
+std::map<std::string, command_stat> command_stats() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(server()->port());
+  timeval bound{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof bound);
+  const std::string request = "INFO commandstats\r\n";
+  if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
+    throw std::runtime_error("F3: cannot ask redis-server for INFO");
+  }
+  // A bulk string: "$<length>\r\n<length bytes>\r\n".
+  std::string reply;
+  char buffer[4096];
+  std::size_t header = std::string::npos, length = 0;
+  while (header == std::string::npos || reply.size() < header + 2 + length + 2) {
+    const ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n <= 0) break;
+    reply.append(buffer, static_cast<std::size_t>(n));
+    if (header == std::string::npos && (header = reply.find("\r\n")) != std::string::npos) {
+      length = std::strtoull(reply.c_str() + 1, nullptr, 10);
+    }
+  }
+  ::close(fd);
+  // Lines "cmdstat_<command>:calls=<n>,usec=<n>,...".
+  std::map<std::string, command_stat> stats;
+  std::size_t at = 0;
+  while ((at = reply.find("cmdstat_", at)) != std::string::npos) {
+    const std::size_t colon = reply.find(':', at), calls = reply.find("calls=", at),
+                      usec = reply.find("usec=", at);
+    if (colon == std::string::npos || calls == std::string::npos || usec == std::string::npos) break;
+    stats[reply.substr(at + 8, colon - at - 8)] = {std::strtoull(reply.c_str() + calls + 6, nullptr, 10),
+                                                   std::strtoull(reply.c_str() + usec + 5, nullptr, 10)};
+    at = colon;
+  }
+  return stats;
+}
+
 // ---------------------------------------------------------------------------
 // F1: acquire+release pairs per second over one fleet_semaphore (one command
 // connection). Pipelined: 64 coroutines, each on its own key, so up to 64
@@ -147,14 +194,30 @@ asio::awaitable<void> replies_reach(const fleet& sem, std::uint64_t count) {
 // fire-and-forget, is written together with the next acquire). Each
 // variant is timed until the reply to its last release is in.
 // ---------------------------------------------------------------------------
-double pairs_per_second(asio::io_context& ctx, int tasks, int pairs) {
-  double rate = 0;
+struct pair_rate {
+  double per_second = 0;
+  double redis_us_per_pair = 0;   // time Redis spent running the scripts
+  double client_us_per_pair = 0;  // CPU time of this process
+};
+
+double script_usec(const std::map<std::string, command_stat>& stats) {
+  double usec = 0;
+  for (const char* name : {"evalsha", "eval"}) {
+    if (auto it = stats.find(name); it != stats.end()) usec += static_cast<double>(it->second.usec);
+  }
+  return usec;
+}
+
+pair_rate pairs_per_second(asio::io_context& ctx, int tasks, int pairs) {
+  pair_rate rate;
   {
     fleet sem(ctx.get_executor(), server()->where(), 1, fresh_options("f1"));
     run_batch(ctx, [&]() -> asio::awaitable<void> {
       { auto warm = co_await sem.acquire("warm-up"); }  // connects, loads the scripts
       co_await replies_reach(sem, sem.stats().round_trips + 1);
       const std::uint64_t expected = sem.stats().round_trips + 2 * static_cast<std::uint64_t>(pairs);
+      const double usec_before = script_usec(command_stats());
+      const double cpu_before = process_cpu_seconds();
       const auto start = steady::now();
       co_await all_of(tasks, [&](int t) -> asio::awaitable<void> {
         const std::string key = key_for(static_cast<std::size_t>(t));
@@ -163,7 +226,9 @@ double pairs_per_second(asio::io_context& ctx, int tasks, int pairs) {
         }
       });
       co_await replies_reach(sem, expected);
-      rate = pairs / seconds_since(start);
+      rate.per_second = pairs / seconds_since(start);
+      rate.client_us_per_pair = (process_cpu_seconds() - cpu_before) * 1e6 / pairs;
+      rate.redis_us_per_pair = (script_usec(command_stats()) - usec_before) / pairs;
     });
   }
   drain(ctx);
@@ -175,12 +240,16 @@ void f1_round_trips(benchmark::State& state) {
   for (auto _ : state) {
     asio::io_context ctx;
     const auto start = steady::now();
-    const double pipelined = pairs_per_second(ctx, 64, pipelined_pairs);
-    const double serial = pairs_per_second(ctx, 1, serial_pairs);
+    const pair_rate pipelined = pairs_per_second(ctx, 64, pipelined_pairs);
+    const pair_rate serial = pairs_per_second(ctx, 1, serial_pairs);
     state.SetIterationTime(seconds_since(start));
-    state.counters["pipelined_per_s"] = pipelined;
-    state.counters["one_at_a_time_per_s"] = serial;
-    state.counters["ratio"] = pipelined / serial;
+    state.counters["pipelined_per_s"] = pipelined.per_second;
+    state.counters["one_at_a_time_per_s"] = serial.per_second;
+    state.counters["ratio"] = pipelined.per_second / serial.per_second;
+    state.counters["redis_us_per_pair"] = pipelined.redis_us_per_pair;
+    state.counters["client_us_per_pair"] = pipelined.client_us_per_pair;
+    state.counters["serial_redis_us_per_pair"] = serial.redis_us_per_pair;
+    state.counters["serial_client_us_per_pair"] = serial.client_us_per_pair;
   }
 }
 
@@ -352,58 +421,20 @@ void f2_release_to_waiter(benchmark::State& state) {
 // connection of its own): those the clients sent (EVALSHA, SUBSCRIBE, ...),
 // and all, including those the scripts ran.
 // ---------------------------------------------------------------------------
-std::map<std::string, std::uint64_t> command_calls() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(server()->port());
-  timeval bound{5, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof bound);
-  const std::string request = "INFO commandstats\r\n";
-  if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
-    throw std::runtime_error("F3: cannot ask redis-server for INFO");
-  }
-  // A bulk string: "$<length>\r\n<length bytes>\r\n".
-  std::string reply;
-  char buffer[4096];
-  std::size_t header = std::string::npos, length = 0;
-  while (header == std::string::npos || reply.size() < header + 2 + length + 2) {
-    const ssize_t n = ::read(fd, buffer, sizeof buffer);
-    if (n <= 0) break;
-    reply.append(buffer, static_cast<std::size_t>(n));
-    if (header == std::string::npos && (header = reply.find("\r\n")) != std::string::npos) {
-      length = std::strtoull(reply.c_str() + 1, nullptr, 10);
-    }
-  }
-  ::close(fd);
-  // Lines "cmdstat_<command>:calls=<n>,usec=...".
-  std::map<std::string, std::uint64_t> calls;
-  std::size_t at = 0;
-  while ((at = reply.find("cmdstat_", at)) != std::string::npos) {
-    const std::size_t colon = reply.find(':', at), value = reply.find("calls=", at);
-    if (colon == std::string::npos || value == std::string::npos) break;
-    calls[reply.substr(at + 8, colon - at - 8)] = std::strtoull(reply.c_str() + value + 6, nullptr, 10);
-    at = colon;
-  }
-  return calls;
-}
-
 struct command_counts {
   double sent = 0, evalsha = 0, subscriptions = 0, publish = 0, all = 0;
 };
 
-command_counts counts_between(const std::map<std::string, std::uint64_t>& before,
-                              const std::map<std::string, std::uint64_t>& after) {
+command_counts counts_between(const std::map<std::string, command_stat>& before,
+                              const std::map<std::string, command_stat>& after) {
   // What a client sends; every other command ran inside a script.
   static const std::vector<std::string> sent_by_clients{
       "evalsha", "eval", "script|load", "subscribe", "unsubscribe", "ping", "auth", "select", "hello"};
   command_counts c;
-  for (const auto& [name, calls] : after) {
+  for (const auto& [name, stat] : after) {
     if (name == "info") continue;  // ours
     const auto it = before.find(name);
-    const double delta = static_cast<double>(calls - (it == before.end() ? 0 : it->second));
+    const double delta = static_cast<double>(stat.calls - (it == before.end() ? 0 : it->second.calls));
     c.all += delta;
     if (std::find(sent_by_clients.begin(), sent_by_clients.end(), name) != sent_by_clients.end()) c.sent += delta;
     if (name == "evalsha" || name == "eval") c.evalsha += delta;
@@ -436,7 +467,7 @@ contention_result contend(int semaphores, steady::duration length) {
         { auto warm = co_await sem->acquire("warm-up"); }
         co_await replies_reach(*sem, sem->stats().round_trips + 1);
       }
-      const auto before = command_calls();
+      const auto before = command_stats();
       const auto start = steady::now(), until = start + length;
       co_await all_of(coroutines, [&](int c) -> asio::awaitable<void> {
         fleet& sem = *sems[static_cast<std::size_t>(c % semaphores)];
@@ -449,7 +480,7 @@ contention_result contend(int semaphores, steady::duration length) {
       });
       out.seconds = seconds_since(start);
       co_await pause(50ms);  // the last releases and unsubscriptions reach Redis
-      out.commands = counts_between(before, command_calls());
+      out.commands = counts_between(before, command_stats());
     });
   }
   drain(ctx);
@@ -474,8 +505,15 @@ void f3_commands_per_permit(benchmark::State& state, int semaphores) {
 // ---------------------------------------------------------------------------
 // Registration
 // ---------------------------------------------------------------------------
+// A failed batch (Redis gone, the waiter process dead) is reported, not fatal.
 void add_fleet(const std::string& name, std::function<void(benchmark::State&)> fn) {
-  add(name, std::move(fn))->UseManualTime()->Iterations(1)->Unit(benchmark::kMillisecond);
+  add(name, [fn = std::move(fn)](benchmark::State& state) {
+    try {
+      fn(state);
+    } catch (const std::exception& e) {
+      state.SkipWithError(e.what());
+    }
+  })->UseManualTime()->Iterations(1)->Unit(benchmark::kMillisecond);
 }
 
 }  // namespace
