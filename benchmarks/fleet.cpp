@@ -332,8 +332,9 @@ struct wakeup_samples {
 
 void hold_and_release(asio::io_context& ctx, const redis::fleet_options& options, int commands_fd,
                       int reports_fd, int samples, wakeup_samples& out) {
-  fleet holder(ctx.get_executor(), server()->where(), 1, options);
+  // The descriptors first: whatever throws, closing them lets the child exit.
   asio::posix::stream_descriptor commands(ctx, commands_fd), reports(ctx, reports_fd);
+  fleet holder(ctx.get_executor(), server()->where(), 1, options);
   std::mt19937 random(42);
   std::uniform_int_distribution<int> delay_us(2'000, 12'000);
   run_batch(ctx, [&]() -> asio::awaitable<void> {
@@ -373,11 +374,17 @@ wakeup_samples measure_wakeups(int samples) {
   ::close(commands[0]);
   ::close(reports[1]);
   wakeup_samples out;
-  asio::io_context ctx;
-  hold_and_release(ctx, options, commands[1], reports[0], samples, out);
-  drain(ctx);
+  std::exception_ptr failure;
+  try {
+    asio::io_context ctx;
+    hold_and_release(ctx, options, commands[1], reports[0], samples, out);
+    drain(ctx);
+  } catch (...) {
+    failure = std::current_exception();
+  }
   int status = 0;
-  ::waitpid(child, &status, 0);
+  ::waitpid(child, &status, 0);  // the pipes are closed: the child ends
+  if (failure) std::rethrow_exception(failure);
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     throw std::runtime_error("F2: the waiter process failed");
   }
