@@ -139,31 +139,30 @@ asio::awaitable<void> replies_reach(const fleet& sem, std::uint64_t count) {
   while (sem.stats().round_trips < count) co_await asio::post(asio::deferred);
 }
 
-// Redis' own counters (INFO commandstats), read on a connection of their
-// own: calls and time spent per command, scripts' inner commands included.
+// Redis' own counters (INFO commandstats): calls and time spent per
+// command, the scripts' inner commands included. Asked on a plain socket:
+// keysem's connection would first load its scripts, and count in them.
 struct command_stat {
   std::uint64_t calls = 0;
   std::uint64_t usec = 0;  // time Redis spent running them
 };
 
-std::map<std::string, command_stat> command_stats() {
+// The reply to an inline command, a bulk string: "$<length>\r\n<bytes>\r\n".
+std::string ask_redis(const std::string& inline_command) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   addr.sin_port = htons(server()->port());
   timeval bound{5, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof bound);
-  const std::string request = "INFO commandstats\r\n";
-  if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
-    throw std::runtime_error("F3: cannot ask redis-server for INFO");
-  }
-  // A bulk string: "$<length>\r\n<length bytes>\r\n".
+  const std::string request = inline_command + "\r\n";
+  const bool sent = fd >= 0 && ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof bound) == 0 &&
+                    ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+                    ::write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size());
   std::string reply;
   char buffer[4096];
   std::size_t header = std::string::npos, length = 0;
-  while (header == std::string::npos || reply.size() < header + 2 + length + 2) {
+  while (sent && (header == std::string::npos || reply.size() < header + 2 + length + 2)) {
     const ssize_t n = ::read(fd, buffer, sizeof buffer);
     if (n <= 0) break;
     reply.append(buffer, static_cast<std::size_t>(n));
@@ -171,7 +170,13 @@ std::map<std::string, command_stat> command_stats() {
       length = std::strtoull(reply.c_str() + 1, nullptr, 10);
     }
   }
-  ::close(fd);
+  if (fd >= 0) ::close(fd);
+  if (!sent || header == std::string::npos) throw std::runtime_error("no answer to " + inline_command);
+  return reply;
+}
+
+std::map<std::string, command_stat> command_stats() {
+  const std::string reply = ask_redis("INFO commandstats");
   // Lines "cmdstat_<command>:calls=<n>,usec=<n>,...".
   std::map<std::string, command_stat> stats;
   std::size_t at = 0;
