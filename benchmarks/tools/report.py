@@ -4,6 +4,8 @@ docs/benchmarks.md and the data file behind docs/benchmarks.png.
 
 Usage: report.py --meta meta.json --out docs/benchmarks.md --chart-data docs/bench-chart.dat
                  [--analysis benchmarks/tools/analysis.md] results1.json [results2.json ...]
+       report.py --fleet-only --meta meta.json --out docs/benchmarks.md fleet.json
+                 (replaces only the "Fleet (Redis)" section of an existing document)
 
 Only the standard library: it runs wherever scripts/bench runs.
 """
@@ -329,6 +331,145 @@ def unkeyed_targets(res):
 
 
 # --------------------------------------------------------------------------
+# Fleet (benchmarks/fleet.cpp): keysem::redis against a redis-server
+# --------------------------------------------------------------------------
+F1 = ("F1.round_trips", "one_connection")
+F2 = ("F2.release_to_waiter", "other_process")
+F3_ROWS = [
+    ("stage_1x64", "1 fleet_semaphore × 64 coroutines (one process, local stage)"),
+    ("stage_4x16", "4 fleet_semaphores × 16 coroutines (four processes, each with its stage)"),
+    ("no_stage_64x1", "64 fleet_semaphores × 1 coroutine (no stage: every waiter is a Redis client)"),
+]
+FLEET_HEADER = "## Fleet (Redis)"
+
+
+def fmt_num(v):
+    if v is None:
+        return "—"
+    if v >= 1e4:
+        return f"{v / 1e3:.1f} k"
+    if v >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.3g}"
+
+
+def fmt_us(v):
+    return "—" if v is None else fmt_ns(v * 1e3)
+
+
+def fmt_fleet(res, bench, field, fmt):
+    name, impl = bench
+    return fmt_range(res, name, impl, None, field, fmt)
+
+
+def fleet_repetitions(res):
+    for (name, _, _), aggs in res.rows.items():
+        if name.startswith("F") and "median" in aggs:
+            return aggs["median"].get("repetitions")
+    return None
+
+
+def has_fleet(res):
+    return res.get(*F1, None, "median", "pipelined_per_s") is not None or \
+        res.get(*F2, None, "median", "pubsub_p50_us") is not None
+
+
+def fleet_section(res, meta):
+    g = res.get
+    reps = fleet_repetitions(res)
+    doc = [FLEET_HEADER + "\n"]
+    doc.append("`keysem::redis::fleet_semaphore` (docs/fleet.md) against a `redis-server` "
+               f"({meta.get('redis', 'version unknown')}) that `benchmarks/fleet.cpp` starts on 127.0.0.1, "
+               "on a free port, without persistence; default `fleet_options` (lease 10 s) and a prefix "
+               "of its own per batch. Client and server share the machine's CPUs. Each repetition runs "
+               f"one batch of each workload; the figures are the **median over {reps or '?'} repetitions** "
+               "(min–max), and each baseline is measured in the same batch as keysem.\n")
+    doc.append("### F1: acquire + release pairs per second on one connection\n")
+    doc.append("One `fleet_semaphore`, so one command connection. **Pipelined**: 64 coroutines, each "
+               "looping `co_await acquire(own key)` + release, 20,000 pairs in all (at the default scale); up to 64 requests are "
+               "in flight and written together. **One at a time** (baseline): one coroutine, 4,000 "
+               "pairs; each acquire is sent when the previous one's reply is in (the release, which is "
+               "fire-and-forget, goes out with the next acquire). Both are timed until the reply to the "
+               "last release is in. Redis' time is `usec` of EVALSHA in `INFO commandstats`; the "
+               "client's is the CPU time of the benchmark process.\n")
+    rows = [["acquire + release pairs per second",
+             fmt_fleet(res, F1, "pipelined_per_s", fmt_num), fmt_fleet(res, F1, "one_at_a_time_per_s", fmt_num),
+             fmt_fleet(res, F1, "ratio", fmt_ratio)],
+            ["Redis' time running the scripts, per pair",
+             fmt_fleet(res, F1, "redis_us_per_pair", fmt_us), fmt_fleet(res, F1, "serial_redis_us_per_pair", fmt_us),
+             ""],
+            ["client CPU time per pair",
+             fmt_fleet(res, F1, "client_us_per_pair", fmt_us), fmt_fleet(res, F1, "serial_client_us_per_pair", fmt_us),
+             ""]]
+    doc.append(table(["F1", "pipelined (64 coroutines)", "one at a time (baseline)", "pipelined / one at a time"],
+                     rows))
+    doc.append("")
+    doc.append("### F2: release → waiter granted in another process\n")
+    doc.append("The benchmark forks a waiter process. Per sample, the parent acquires a key (limit 1) and "
+               "tells the child to acquire it; after a random 2–12 ms the parent reads `CLOCK_MONOTONIC` "
+               "(shared by all processes of the machine) and releases; the child reads it when its acquire "
+               "completes. Samples alternate between the child's two waiters: **pub/sub** — "
+               "`fleet_semaphore::acquire`, woken by the release message; **10 ms polling** (baseline) — "
+               "`try_acquire` retried every 10 ms until granted, the retry loop of redis-semaphore with "
+               "its default interval. A sample whose waiter never found the key busy measures no wake-up "
+               "and is dropped (counted below).\n")
+    rows = [["pub/sub (keysem)", fmt_fleet(res, F2, "pubsub_p50_us", fmt_us),
+             fmt_fleet(res, F2, "pubsub_p99_us", fmt_us)],
+            ["10 ms polling (baseline)", fmt_fleet(res, F2, "polling_p50_us", fmt_us),
+             fmt_fleet(res, F2, "polling_p99_us", fmt_us)],
+            ["polling / pub/sub", fmt_fleet(res, F2, "p50_ratio", fmt_ratio),
+             fmt_ratio(ratio(g(*F2, None, "median", "polling_p99_us"), g(*F2, None, "median", "pubsub_p99_us")))]]
+    doc.append(table(["F2 waiter", "median", "p99"], rows))
+    samples, dropped = g(*F2, None, "median", "samples"), g(*F2, None, "median", "dropped")
+    if samples is not None:
+        doc.append(f"\nSamples per repetition: {samples:.0f} kept (half per waiter), "
+                   f"{0 if dropped is None else dropped:.0f} dropped (median).\n")
+    doc.append("### F3: Redis commands per granted permit under load\n")
+    doc.append("64 coroutines loop on 2 hot keys with a limit of 2: acquire, hold 1 ms, release, for 1 s "
+               "(an acquire already waiting then still completes and counts). The coroutines are spread "
+               "over 1, 4 or 64 `fleet_semaphore`s, each with its own connections, like as many processes. "
+               "The baseline **without the local stage** is 64 semaphores × 1 coroutine: fleet_options "
+               "has no switch to bypass the stage, and a stage in front of a single request does nothing, "
+               "so every waiter talks to Redis itself. Commands are counted by Redis (`INFO "
+               "commandstats` before and after, on a connection of its own): *sent* are those the "
+               "clients sent (EVALSHA, SUBSCRIBE, UNSUBSCRIBE, ...); *all* adds those the scripts ran "
+               "(TIME, ZADD, PUBLISH, ...).\n")
+    rows = []
+    for impl, label in F3_ROWS:
+        b = ("F3.commands_per_permit", impl)
+        rows.append([label] + [fmt_fleet(res, b, f, fmt_num) for f in
+                               ("sent_per_permit", "evalsha_per_permit", "sub_unsub_per_permit",
+                                "publish_per_permit", "all_per_permit", "permits_per_s")])
+    doc.append(table(["F3", "sent per permit", "EVALSHA", "SUBSCRIBE + UNSUBSCRIBE", "PUBLISH",
+                      "all, incl. inside scripts", "permits per second"], rows))
+    staged = g("F3.commands_per_permit", "stage_1x64", None, "median", "sent_per_permit")
+    bare = g("F3.commands_per_permit", "no_stage_64x1", None, "median", "sent_per_permit")
+    r = ratio(bare, staged)
+    if r is not None:
+        doc.append(f"\nWithout the stage, {fmt_ratio(r)} the commands per permit of one process with it.\n")
+    if meta.get("fleet_date"):
+        doc.append(f"Run: {meta['fleet_date']}, commit `{meta.get('commit', '?')}`, load average before / after "
+                   f"{meta.get('load_before', '?')} / {meta.get('load_after', '?')}.\n")
+    return "\n".join(doc)
+
+
+def splice_section(path, section, header=FLEET_HEADER, before="## Chart"):
+    """Replaces `header`'s section of an existing document (up to the next
+    level-2 header), or inserts it before `before`."""
+    with open(path) as f:
+        text = f.read()
+    lines = text.split("\n")
+    start = next((i for i, l in enumerate(lines) if l.strip() == header), None)
+    if start is not None:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    else:
+        start = end = next((i for i, l in enumerate(lines) if l.strip() == before), len(lines))
+    lines[start:end] = section.rstrip("\n").split("\n") + [""]
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+
+
+# --------------------------------------------------------------------------
 # Targets
 # --------------------------------------------------------------------------
 def targets(res):
@@ -422,8 +563,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--meta", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--chart-data", required=True)
+    ap.add_argument("--chart-data", help="required unless --fleet-only")
     ap.add_argument("--analysis")
+    ap.add_argument("--fleet-only", action="store_true",
+                    help="replace only the Fleet (Redis) section of --out with the results given")
     ap.add_argument("results", nargs="+")
     args = ap.parse_args()
 
@@ -433,6 +576,15 @@ def main():
     for path in args.results:
         res.load(path)
     errors = res.errors(args.results)
+
+    if args.fleet_only:
+        if errors:
+            print("benchmarks that failed:\n" + "\n".join(errors), file=sys.stderr)
+            return 1
+        splice_section(args.out, fleet_section(res, meta))
+        return 0
+    if not args.chart_data:
+        ap.error("--chart-data is required")
 
     with open(args.chart_data, "w") as f:
         f.write(chart_data(res))
@@ -535,6 +687,9 @@ def main():
         doc.append(unkeyed_table(res))
         doc.append("")
         doc.append(table(["target", "measured", "verdict"], unkeyed_targets(res)))
+        doc.append("")
+    if has_fleet(res):
+        doc.append(fleet_section(res, meta))
         doc.append("")
     doc.append("## Chart\n")
     doc.append("![keysem vs the baselines](benchmarks.png)\n")

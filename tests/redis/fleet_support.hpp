@@ -15,6 +15,7 @@
 #include <keysem/redis.hpp>
 
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <doctest/doctest.h>
 
 #include <exception>
 #include <functional>

@@ -1,5 +1,7 @@
-// A redis-server child process on 127.0.0.1 and a free port, for the tests:
-// no persistence, killed (SIGKILL) at the end; restartable on the same port.
+// A redis-server child process on 127.0.0.1 and a free port, for the tests
+// and the fleet benchmark: no persistence, killed (SIGKILL) at the end;
+// restartable on the same port. Failures are thrown (std::runtime_error),
+// so that programs without doctest can use it too.
 #ifndef KEYSEM_TESTS_REDIS_REDIS_SERVER_HPP
 #define KEYSEM_TESTS_REDIS_REDIS_SERVER_HPP
 
@@ -7,7 +9,6 @@
 #include <keysem/redis/endpoint.hpp>
 
 #include <boost/asio.hpp>
-#include <doctest/doctest.h>
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -123,8 +124,9 @@ class redis_server {
     }
     const bool ready = wait_for_line(log[0], "Ready to accept connections", 10s);
     ::close(log[0]);
-    REQUIRE_MESSAGE(ready, "redis-server on port " << port_ << " did not report that it listens");
-    REQUIRE(accepts_connections(port_));
+    if (!ready || !accepts_connections(port_)) {
+      throw std::runtime_error("redis-server on port " + port + " did not report that it listens");
+    }
   }
 
   /// kill -9 and reap.
@@ -157,7 +159,7 @@ inline std::pair<error_code, detail::reply> command(const endpoint& where,
     });
   });
   ctx.run_for(5s);
-  REQUIRE(out.has_value());
+  if (!out) throw std::runtime_error("redis-server did not answer " + args.at(0) + " within 5 s");
   return *out;
 }
 

@@ -4,6 +4,8 @@
 
 #include <keysem/redis/detail/scripts.hpp>
 
+#include <doctest/doctest.h>
+
 using namespace keysem::redis;
 using namespace keysem::redis::detail;
 using keysem::redis::test::command;
