@@ -8,6 +8,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/uuid/detail/sha1.hpp>
 
+#include <array>
 #include <cstdio>
 
 namespace keysem::redis::detail {
@@ -16,7 +17,9 @@ namespace asio = boost::asio;
 using boost::system::error_code;
 using steady = std::chrono::steady_clock;
 
-std::string script_sha(script s) {
+namespace {
+
+std::string compute_sha(script s) {
   boost::uuids::detail::sha1 hash;
   const std::string& source = script_source(s);
   hash.process_bytes(source.data(), source.size());
@@ -29,6 +32,18 @@ std::string script_sha(script s) {
     hex += word;
   }
   return hex;
+}
+
+}  // namespace
+
+// Computed once: every EVALSHA names its script by it.
+const std::string& script_sha(script s) {
+  static const std::array<std::string, script_count> shas = [] {
+    std::array<std::string, script_count> all;
+    for (int i = 0; i < script_count; ++i) all[i] = compute_sha(static_cast<script>(i));
+    return all;
+  }();
+  return shas[static_cast<int>(s)];
 }
 
 connection::connection(strand_type strand, config cfg)

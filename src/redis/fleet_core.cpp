@@ -255,6 +255,25 @@ asio::awaitable<fleet_core::outcome> fleet_core::run_acquire(std::string key, st
     local = std::move(std::get<1>(got));
   }
 
+  // The key stays subscribed from the first busy answer until this acquire
+  // is done: a waiter that loses a race retries without resubscribing, and
+  // a release during any of its scripts is noticed.
+  bool interested = false;
+  outcome result;
+  try {
+    result = co_await acquire_remote(key, n, deadline, try_only, std::move(local), interested);
+  } catch (...) {
+    if (interested) drop_interest(key);
+    throw;
+  }
+  if (interested) drop_interest(key);
+  co_return result;
+}
+
+asio::awaitable<fleet_core::outcome> fleet_core::acquire_remote(
+    const std::string& key, std::uint32_t n, std::optional<steady_time> deadline, bool try_only,
+    keysem::keyed_semaphore::permit local, bool& interested) {
+  const auto state = co_await asio::this_coro::cancellation_state;
   bool waited = false;
   for (;;) {
     if (closed_) co_return outcome{make_error_code(error::closed), {}};
@@ -300,7 +319,14 @@ asio::awaitable<fleet_core::outcome> fleet_core::run_acquire(std::string key, st
       co_return outcome{};
     }
     waited = true;
-    if (epoch_of(key) != epoch) continue;  // a release arrived while the script ran
+    if (!interested) {
+      // Subscribing now: its confirmation wakes this waiter, which covers
+      // a release published before the subscription took effect.
+      add_interest(key);
+      interested = true;
+    } else if (epoch_of(key) != epoch) {
+      continue;  // a release arrived while the script ran
+    }
     const auto woke = co_await wait_for_turn(key, result.wait_ms, deadline);
     if (woke) co_return outcome{woke, {}};
   }
@@ -401,14 +427,32 @@ std::string fleet_core::next_id() { return client_id_ + ":" + std::to_string(++n
 
 // --- waiting keys and the subscriber ---------------------------------------
 
-void fleet_core::add_waiter(const std::string& key, asio::steady_timer* timer) {
+void fleet_core::add_interest(const std::string& key) {
   auto [it, fresh] = waiting_.try_emplace(key);
-  it->second.timers.push_back(timer);
+  ++it->second.interested;
   if (fresh) {
     it->second.epoch = ++epochs_;
+    // Not yet connected: once it is, it subscribes every waiting key.
+    if (subscriber_->is_connected()) {
+      subscriber_->send({"SUBSCRIBE", names_for(options_.prefix, key).channel});
+    }
     subscriber_->keep_connected(true);
-    subscriber_->send({"SUBSCRIBE", names_for(options_.prefix, key).channel});
   }
+}
+
+void fleet_core::drop_interest(const std::string& key) {
+  auto it = waiting_.find(key);
+  if (it == waiting_.end() || --it->second.interested != 0) return;
+  waiting_.erase(it);
+  if (subscriber_->is_connected()) {
+    subscriber_->send({"UNSUBSCRIBE", names_for(options_.prefix, key).channel});
+  }
+  if (waiting_.empty()) subscriber_->keep_connected(false);
+}
+
+// The acquire holds an interest in the key, so its entry exists.
+void fleet_core::add_waiter(const std::string& key, asio::steady_timer* timer) {
+  waiting_[key].timers.push_back(timer);
 }
 
 void fleet_core::remove_waiter(const std::string& key, asio::steady_timer* timer) {
@@ -416,13 +460,6 @@ void fleet_core::remove_waiter(const std::string& key, asio::steady_timer* timer
   if (it == waiting_.end()) return;
   auto& timers = it->second.timers;
   timers.erase(std::remove(timers.begin(), timers.end(), timer), timers.end());
-  if (timers.empty()) {
-    waiting_.erase(it);
-    if (subscriber_->is_connected()) {
-      subscriber_->send({"UNSUBSCRIBE", names_for(options_.prefix, key).channel});
-    }
-    if (waiting_.empty()) subscriber_->keep_connected(false);
-  }
 }
 
 std::uint64_t fleet_core::epoch_of(const std::string& key) const {

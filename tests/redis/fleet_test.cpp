@@ -95,6 +95,55 @@ TEST_CASE("fleet: a waiter in another semaphore is woken by the release message,
   drain(ctx);
 }
 
+namespace {
+
+// How many SUBSCRIBE commands the server has run (INFO commandstats).
+std::int64_t subscribe_calls(const endpoint& where) {
+  auto [ec, r] = command(where, {"INFO", "commandstats"});
+  REQUIRE(!ec);
+  const auto at = r.str.find("cmdstat_subscribe:calls=");
+  if (at == std::string::npos) return 0;
+  return std::stoll(r.str.substr(at + std::string("cmdstat_subscribe:calls=").size()));
+}
+
+}  // namespace
+
+TEST_CASE("fleet: a waiter that loses the race after a release retries without subscribing again") {
+  redis_server server;
+  asio::io_context ctx;
+  {
+    auto opts = short_lease();
+    opts.lease = 10s;  // no expiry hint or fallback within the test
+    opts.safety_margin = 1s;
+    opts.request_timeout = 1s;
+    fleet holder(ctx.get_executor(), server.where(), 1, opts);
+    fleet first(ctx.get_executor(), server.where(), 1, opts);
+    fleet second(ctx.get_executor(), server.where(), 1, opts);
+    run(ctx, [&]() -> asio::awaitable<void> {
+      auto held = co_await holder.acquire("k");
+      std::vector<fleet_permit> granted;
+      for (fleet* sem : {&first, &second}) {
+        asio::co_spawn(co_await asio::this_coro::executor,
+                       [&, sem]() -> asio::awaitable<void> {
+                         granted.push_back(co_await sem->acquire("k"));
+                       },
+                       asio::detached);
+      }
+      REQUIRE(co_await eventually([&] { return subscribers(server.where(), "t", "k") == 2; }));
+      // One release wakes both; one wins, the other finds the key busy
+      // again and keeps waiting, still subscribed.
+      held.release();
+      REQUIRE(co_await eventually([&] { return granted.size() == 1; }, 3s));
+      REQUIRE(co_await eventually([&] { return first.stats().waited + second.stats().waited == 1; }));
+      granted.front().release();
+      REQUIRE(co_await eventually([&] { return granted.size() == 2; }, 3s));
+      CHECK(granted.back().valid());
+      CHECK(subscribe_calls(server.where()) == 2);  // one per waiting semaphore, ever
+    });
+  }
+  drain(ctx);
+}
+
 TEST_CASE("fleet: several semaphores sharing limits never overlap beyond the limit") {
   redis_server server;
   asio::io_context ctx;

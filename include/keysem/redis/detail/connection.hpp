@@ -40,7 +40,7 @@ namespace keysem::redis::detail {
 
 /// The SHA1 EVALSHA names a script by (computed locally, so the first
 /// request after a connect need not wait for SCRIPT LOAD's answer).
-std::string script_sha(script s);
+const std::string& script_sha(script s);
 
 class connection : public std::enable_shared_from_this<connection> {
  public:

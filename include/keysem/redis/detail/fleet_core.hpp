@@ -61,6 +61,7 @@ class fleet_core : public std::enable_shared_from_this<fleet_core> {
   struct waiting_key {
     std::vector<boost::asio::steady_timer*> timers;
     std::uint64_t epoch = 0;
+    std::size_t interested = 0;  // acquires of this process waiting on the key
   };
   using reply_tuple = std::tuple<boost::system::error_code, reply>;
 
@@ -70,6 +71,10 @@ class fleet_core : public std::enable_shared_from_this<fleet_core> {
 
   boost::asio::awaitable<outcome> run_acquire(std::string key, std::uint32_t n,
                                               std::optional<steady_time> deadline, bool try_only);
+  boost::asio::awaitable<outcome> acquire_remote(const std::string& key, std::uint32_t n,
+                                                 std::optional<steady_time> deadline, bool try_only,
+                                                 keysem::keyed_semaphore::permit local,
+                                                 bool& interested);
   boost::asio::awaitable<reply_tuple> call(script s, std::vector<std::string> args);
   boost::asio::awaitable<boost::system::error_code> wait_for_turn(
       const std::string& key, std::int64_t hint_ms, std::optional<steady_time> deadline);
@@ -81,6 +86,8 @@ class fleet_core : public std::enable_shared_from_this<fleet_core> {
   std::string next_id();
 
   // waiting keys and the subscriber
+  void add_interest(const std::string& key);
+  void drop_interest(const std::string& key);
   void add_waiter(const std::string& key, boost::asio::steady_timer* timer);
   void remove_waiter(const std::string& key, boost::asio::steady_timer* timer);
   std::uint64_t epoch_of(const std::string& key) const;
