@@ -19,6 +19,7 @@ class category final : public boost::system::error_category {
       case error::limit_mismatch:
         return "permits_per_key differs from the default limit stored in Redis";
       case error::closed: return "the fleet semaphore is closed";
+      case error::not_replicated: return "too few replicas acknowledged the grant";
     }
     return "unknown keysem.redis error";
   }

@@ -128,6 +128,11 @@ fleet_options resolve(fleet_options o) {
   if (o.fallback_poll.count() <= 0) o.fallback_poll = milliseconds(2000);
   if (o.default_limit_ttl.count() <= 0) o.default_limit_ttl = std::chrono::hours(1);
   if (o.prefix.empty()) throw std::invalid_argument("keysem::redis: fleet_options::prefix must not be empty");
+  if (o.replicas < 0) throw std::invalid_argument("keysem::redis: fleet_options::replicas must not be negative");
+  if (o.replica_timeout.count() <= 0) o.replica_timeout = std::max<milliseconds>(o.request_timeout / 2, milliseconds(1));
+  if (o.replicas > 0 && o.replica_timeout >= o.request_timeout) {
+    throw std::invalid_argument("keysem::redis: fleet_options::replica_timeout must be less than request_timeout");
+  }
   return o;
 }
 
@@ -300,6 +305,11 @@ asio::awaitable<fleet_core::outcome> fleet_core::acquire_remote(
     switch (result.outcome) {
       case acquire_result::kind::granted:
         adopt_limit(key, result.limit);
+        if (options_.replicas > 0) {
+          if (const auto unconfirmed = co_await confirm_replicated(key, id, n)) {
+            co_return outcome{unconfirmed, {}};
+          }
+        }
         if (waited) ++counters_->waited;
         co_return grant(key, id, n, result.fence, sent, std::move(local));
       case acquire_result::kind::limit_mismatch:
@@ -332,8 +342,11 @@ asio::awaitable<fleet_core::outcome> fleet_core::acquire_remote(
   }
 }
 
-asio::awaitable<fleet_core::reply_tuple> fleet_core::call(script s, std::vector<std::string> args) {
-  auto initiation = [this](auto handler, script which, std::vector<std::string> arguments) {
+// One request on the command connection: a keysem script, or (no script)
+// a plain command.
+asio::awaitable<fleet_core::reply_tuple> fleet_core::call(std::optional<script> s,
+                                                          std::vector<std::string> args) {
+  auto initiation = [this](auto handler, std::optional<script> which, std::vector<std::string> arguments) {
     using handler_type = decltype(handler);
     // Whichever comes first, reply or cancellation, takes the handler.
     struct pending_call {
@@ -353,16 +366,40 @@ asio::awaitable<fleet_core::reply_tuple> fleet_core::call(script s, std::vector<
         });
       });
     }
-    commands_->eval(which, arguments, [shared](error_code ec, reply r) {
+    auto done = [shared](error_code ec, reply r) {
       if (!shared->h) return;
       if (shared->slot.is_connected()) shared->slot.clear();
       auto h = std::move(*shared->h);
       shared->h.reset();
       std::move(h)(ec, std::move(r));
-    });
+    };
+    if (which) {
+      commands_->eval(*which, arguments, std::move(done));
+    } else {
+      commands_->execute(arguments, std::move(done));
+    }
   };
   co_return co_await asio::async_initiate<decltype(use_tuple), void(error_code, reply)>(
       initiation, use_tuple, s, std::move(args));
+}
+
+// WAIT for the replicas fleet_options asks for. Anything short of that
+// (fewer acknowledgements, an error, a cancellation) gives the grant back.
+asio::awaitable<error_code> fleet_core::confirm_replicated(const std::string& key, const std::string& id,
+                                                           std::uint32_t n) {
+  std::vector<std::string> wait{"WAIT", std::to_string(options_.replicas),
+                                std::to_string(options_.replica_timeout.count())};
+  auto [ec, r] = co_await call(std::nullopt, std::move(wait));
+  const bool integer = !ec && r.type == reply::kind::integer;
+  if (integer && r.integer >= options_.replicas) co_return error_code();
+  send_release(key, id, n);
+  if (ec == asio::error::operation_aborted) co_return ec;
+  if (ec || !integer) {
+    ++counters_->redis_errors;
+    co_return ec ? ec : make_error_code(error::protocol);
+  }
+  ++counters_->not_replicated;
+  co_return make_error_code(error::not_replicated);
 }
 
 asio::awaitable<error_code> fleet_core::wait_for_turn(const std::string& key, std::int64_t hint_ms,
@@ -655,6 +692,7 @@ fleet_stats fleet_core::stats() const noexcept {
   s.reconnects = c.reconnects.load();
   s.wakeups = c.wakeups.load();
   s.held = c.held.load();
+  s.not_replicated = c.not_replicated.load();
   return s;
 }
 

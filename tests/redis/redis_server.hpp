@@ -89,6 +89,10 @@ inline bool wait_for_line(int fd, const std::string& marker, std::chrono::millis
 class redis_server {
  public:
   redis_server() : port_(free_port()) { start(); }
+  /// With more command-line options, e.g. {"--replicaof", "127.0.0.1", "6379"}.
+  explicit redis_server(std::vector<std::string> extra) : port_(free_port()), extra_(std::move(extra)) {
+    start();
+  }
   ~redis_server() { kill(); }
   redis_server(const redis_server&) = delete;
   redis_server& operator=(const redis_server&) = delete;
@@ -104,6 +108,7 @@ class redis_server {
     // ignores SIGPIPE), and no pipe of the test runner is ever held open.
     std::vector<std::string> args{"redis-server", "--port", port, "--bind", "127.0.0.1",
                                   "--save", "", "--appendonly", "no", "--logfile", ""};
+    args.insert(args.end(), extra_.begin(), extra_.end());
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -141,6 +146,7 @@ class redis_server {
 
  private:
   std::uint16_t port_;
+  std::vector<std::string> extra_;
   pid_t pid_ = -1;
 };
 

@@ -31,6 +31,9 @@ enum class error {
   limit_mismatch,
   /// The fleet_semaphore was closed with close().
   closed,
+  /// Fewer than fleet_options::replicas replicas acknowledged the grant
+  /// within replica_timeout; it was given back.
+  not_replicated,
 };
 
 /// The category of keysem::redis::error; its name is "keysem.redis".

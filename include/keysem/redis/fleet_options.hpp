@@ -32,6 +32,18 @@ struct fleet_options {
   std::chrono::milliseconds fallback_poll = std::chrono::seconds(2);
   /// How long the default limit stored in Redis survives without acquires.
   std::chrono::milliseconds default_limit_ttl = std::chrono::hours(1);
+  /// Replicas that must acknowledge a grant before it is reported. After
+  /// the acquire script grants, the command connection sends
+  /// `WAIT replicas replica_timeout`; with fewer acknowledgements the grant
+  /// is given back and the acquire fails with error::not_replicated. 0 (the
+  /// default) sends no WAIT. WAIT blocks the connection, so other requests
+  /// of this semaphore queue behind it for up to replica_timeout. It narrows
+  /// the window in which a failover loses a grant; it does not make Redis
+  /// consistent (docs/fleet.md). Refreshes and releases do not wait.
+  int replicas = 0;
+  /// How long WAIT may block. Zero or negative selects request_timeout / 2;
+  /// it must be less than request_timeout.
+  std::chrono::milliseconds replica_timeout{0};
 };
 
 }  // namespace keysem::redis

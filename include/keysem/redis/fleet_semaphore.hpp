@@ -71,6 +71,7 @@ class fleet_semaphore {
   /// executor), never inside this call. Errors: error::closed,
   /// error::connection_failed, error::timed_out (Redis did not answer),
   /// error::protocol, error::server_error, error::limit_mismatch,
+  /// error::not_replicated (fleet_options::replicas not reached),
   /// boost::asio::error::invalid_argument (n is 0 or above the key's
   /// limit), boost::asio::error::operation_aborted (cancelled). On error the
   /// permit is empty and nothing is held.

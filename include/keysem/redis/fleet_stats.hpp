@@ -18,6 +18,7 @@ struct fleet_stats {
   std::uint64_t reconnects = 0;    ///< successful (re)connections of the command connection
   std::uint64_t wakeups = 0;       ///< release messages received by the subscriber
   std::uint64_t held = 0;          ///< permits (leases) currently held
+  std::uint64_t not_replicated = 0;  ///< grants given back: too few replicas acknowledged them
 };
 
 }  // namespace keysem::redis

@@ -75,7 +75,10 @@ class fleet_core : public std::enable_shared_from_this<fleet_core> {
                                                  std::optional<steady_time> deadline, bool try_only,
                                                  keysem::keyed_semaphore::permit local,
                                                  bool& interested);
-  boost::asio::awaitable<reply_tuple> call(script s, std::vector<std::string> args);
+  boost::asio::awaitable<reply_tuple> call(std::optional<script> s, std::vector<std::string> args);
+  boost::asio::awaitable<boost::system::error_code> confirm_replicated(const std::string& key,
+                                                                       const std::string& id,
+                                                                       std::uint32_t n);
   boost::asio::awaitable<boost::system::error_code> wait_for_turn(
       const std::string& key, std::int64_t hint_ms, std::optional<steady_time> deadline);
   outcome grant(const std::string& key, const std::string& id, std::uint32_t n, std::uint64_t fence,
@@ -128,7 +131,7 @@ class fleet_core : public std::enable_shared_from_this<fleet_core> {
 
   struct counters {
     std::atomic<std::uint64_t> granted{0}, waited{0}, busy{0}, failed{0}, lost{0}, redis_errors{0},
-        round_trips{0}, reconnects{0}, wakeups{0}, held{0};
+        round_trips{0}, reconnects{0}, wakeups{0}, held{0}, not_replicated{0};
   };
   std::shared_ptr<counters> counters_ = std::make_shared<counters>();
 };
