@@ -18,6 +18,7 @@
 // (default 1: about 12 s per repetition).
 #include "common/harness.hpp"
 #include "tests/redis/redis_server.hpp"
+#include "tests/redis/run_bounded.hpp"
 
 // GCC 12 flags asio's awaitable frames, which have class-specific operator
 // new/delete, with a false -Wmismatched-new-delete at the end of every
@@ -97,18 +98,9 @@ asio::awaitable<void> pause(steady::duration d) {
 // The semaphores' connections keep ctx busy forever: a batch stops ctx when
 // its coroutines are done.
 void run_batch(asio::io_context& ctx, std::function<asio::awaitable<void>()> body) {
-  bool done = false;
-  std::exception_ptr failure;
-  asio::co_spawn(ctx, body(), [&](std::exception_ptr e) {
-    done = true;
-    failure = e;
-    ctx.stop();
-  });
-  ctx.restart();
-  ctx.run_for(300s);
-  ctx.restart();
-  if (failure) std::rethrow_exception(failure);
-  if (!done) throw std::runtime_error("the batch did not finish within 300 s");
+  if (!redis::test::run_bounded(ctx, std::move(body), 300s)) {
+    throw std::runtime_error("the batch did not finish within 300 s");
+  }
 }
 
 // After the semaphores are gone: lets their shutdown close the sockets.

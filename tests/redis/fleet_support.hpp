@@ -4,6 +4,7 @@
 #define KEYSEM_TESTS_REDIS_FLEET_SUPPORT_HPP
 
 #include "redis_server.hpp"
+#include "run_bounded.hpp"
 
 // GCC 12 flags asio's awaitable frames, which have class-specific operator
 // new/delete, with a false -Wmismatched-new-delete at the end of every
@@ -42,18 +43,8 @@ inline fleet_options short_lease(std::string prefix = "t") {
 // Runs `body` on ctx until it finishes (then stops ctx) or `bound` passes.
 inline void run(asio::io_context& ctx, std::function<asio::awaitable<void>()> body,
                 steady::duration bound = 10s) {
-  bool done = false;
-  std::exception_ptr failure;
-  asio::co_spawn(ctx, body(), [&](std::exception_ptr e) {
-    done = true;
-    failure = e;
-    ctx.stop();
-  });
-  ctx.restart();
-  ctx.run_for(bound);
-  ctx.restart();
-  REQUIRE_MESSAGE(done, "the scenario did not finish within its bound");
-  if (failure) std::rethrow_exception(failure);
+  REQUIRE_MESSAGE(run_bounded(ctx, std::move(body), bound),
+                  "the scenario did not finish within its bound");
 }
 
 // After the semaphores are gone: lets their shutdown run to the end.
