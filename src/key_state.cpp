@@ -183,12 +183,7 @@ verdict key_state_base::take_total(std::uint32_t n, std::uint64_t max_waiting,
 
 void key_state_base::give_back_total(verdict taken, std::uint32_t n) noexcept {
   if (taken == verdict::granted) {
-    const auto [before, after] =
-        transition([n](std::uint64_t word) { return released(word, n); });
-    if (!drain_scheduled(before) && drain_scheduled(after)) {
-      // The caller may hold a shard's lock: never run the drain here.
-      schedule_drain_from(false);
-    }
+    release_slow(n, false);  // the caller may hold a shard's lock: never run the drain here
   } else if (taken == verdict::staged) {
     cancel_waiter_reservation();
   }
@@ -202,12 +197,12 @@ bool key_state_base::set_limit(std::uint32_t limit) noexcept {
 }
 
 // The release that brings the word to zero (reclaiming the state) or must
-// schedule a drain.
-void key_state_base::release_slow(std::uint32_t n) noexcept {
+// schedule a drain; that drain runs inline only if may_dispatch.
+void key_state_base::release_slow(std::uint32_t n, bool may_dispatch) noexcept {
   const auto [before, after] =
       transition([n](std::uint64_t word) { return released(word, n); });
   if (!drain_scheduled(before) && drain_scheduled(after)) {
-    schedule_drain();
+    schedule_drain_from(may_dispatch && running_shard == nullptr);
   }
 }
 

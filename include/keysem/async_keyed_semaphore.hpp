@@ -348,22 +348,7 @@ class async_keyed_semaphore {
     requires detail::lookup_key_for<K, Key, Hash, KeyEqual>
   std::optional<permit> try_acquire(const K& key, std::size_t n = 1) {
     // clang-format on
-    if (const auto ec = detail::early_error(*impl_, key, n, false)) {
-      if (ec == boost::asio::error::invalid_argument) {
-        throw_invalid_count();
-      }
-      return std::nullopt;  // closed
-    }
-    const auto count = static_cast<std::uint32_t>(n);
-    const auto [result, shard] = impl_->admit(key, count, request::try_acquire);
-    switch (result.verdict) {
-      case detail::key_word::verdict::granted:
-        return detail::permit_access::adopt(*result.state, count);
-      case detail::key_word::verdict::invalid:
-        throw_invalid_count();
-      default:
-        return std::nullopt;
-    }
+    return detail::try_acquire_now<permit>(*impl_, key, n, &throw_invalid_count);
   }
 
   std::optional<permit> try_acquire(const key_type& key, std::size_t n = 1) {

@@ -224,23 +224,7 @@ class async_semaphore {
   /// Returns std::nullopt when they are busy or the semaphore is closed.
   /// Throws std::invalid_argument if `n` is 0 or greater than permits().
   std::optional<permit> try_acquire(std::size_t n = 1) {
-    if (const auto ec = detail::early_error(*impl_, detail::no_key{}, n, false)) {
-      if (ec == boost::asio::error::invalid_argument) {
-        throw_invalid_count();
-      }
-      return std::nullopt;  // closed
-    }
-    const auto count = static_cast<std::uint32_t>(n);
-    const auto [result, shard] =
-        impl_->admit(detail::no_key{}, count, detail::admission_policy::kind::try_acquire);
-    switch (result.verdict) {
-      case detail::key_word::verdict::granted:
-        return detail::permit_access::adopt(*result.state, count);
-      case detail::key_word::verdict::invalid:
-        throw_invalid_count();
-      default:
-        return std::nullopt;
-    }
+    return detail::try_acquire_now<permit>(*impl_, detail::no_key{}, n, &throw_invalid_count);
   }
 
   /// Completes every waiting acquire with keysem::error::closed; later

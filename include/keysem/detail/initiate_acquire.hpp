@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <type_traits>
 #include <utility>
 
@@ -104,6 +105,31 @@ boost::system::error_code early_error_slow(Impl& impl, const K& key, std::size_t
     impl.count_early(ec);
   }
   return ec;
+}
+
+// try_acquire for the public classes: the permit, or std::nullopt when the
+// key is busy or the semaphore closed; a count no request could get calls
+// throw_invalid (which throws).
+template <class Permit, class Impl, class K>
+std::optional<Permit> try_acquire_now(Impl& impl, const K& key, std::size_t n,
+                                      void (*throw_invalid)()) {
+  if (const auto ec = early_error(impl, key, n, false)) {
+    if (ec == boost::asio::error::invalid_argument) {
+      throw_invalid();
+    }
+    return std::nullopt;  // closed
+  }
+  const auto count = static_cast<std::uint32_t>(n);
+  const auto [result, shard] = impl.admit(key, count, admission_policy::kind::try_acquire);
+  switch (result.verdict) {
+    case key_word::verdict::granted:
+      return permit_access::adopt(*result.state, count);
+    case key_word::verdict::invalid:
+      throw_invalid();
+      return std::nullopt;
+    default:
+      return std::nullopt;
+  }
 }
 
 // Starts one acquire for the public class: its one call per initiation.

@@ -183,7 +183,7 @@ class alignas(64) key_state_base {
   std::pair<std::uint64_t, std::uint64_t> transition(Next next) noexcept;
   key_word::verdict take(std::uint32_t n, std::uint64_t max_waiting, bool may_wait) noexcept;
   key_state_base* total() const noexcept;
-  void release_slow(std::uint32_t n) noexcept;
+  void release_slow(std::uint32_t n, bool may_dispatch = true) noexcept;
   void release_total(std::uint32_t n) noexcept;
   bool stage_at_total(waiter_op& op, key_state_base& total, std::exception_ptr& failure);
   void schedule_drain_from(bool may_dispatch);
