@@ -1,11 +1,9 @@
-// Helpers for the fault-injection and peer-regression tests.
+// Helpers for the fault-injection and peer-regression tests: the unit
+// tests' support, plus snapshots and an allocator that fails on purpose.
 #ifndef KEYSEM_TESTS_FAULTS_FAULT_SUPPORT_HPP
 #define KEYSEM_TESTS_FAULTS_FAULT_SUPPORT_HPP
 
-#include <keysem/keysem.hpp>
-
-#include <boost/asio.hpp>
-#include <doctest/doctest.h>
+#include "../unit/test_support.hpp"
 
 #include <cstddef>
 #include <memory>
@@ -17,39 +15,12 @@
 namespace keysem::faults {
 
 namespace asio = boost::asio;
-using error_code = boost::system::error_code;
-using permit = keyed_semaphore::permit;
-
-// What a callback reported.
-struct outcome {
-  std::optional<error_code> ec;
-  permit granted;
-  int calls = 0;
-  bool done() const { return ec.has_value(); }
-  bool succeeded() const { return ec.has_value() && !*ec; }
-};
-
-inline auto record(std::shared_ptr<outcome> into) {
-  return [into = std::move(into)](error_code ec, permit p) {
-    ++into->calls;
-    into->ec = ec;
-    into->granted = std::move(p);
-  };
-}
-
-inline std::shared_ptr<outcome> start(keyed_semaphore& sem, std::string key, std::size_t n = 1) {
-  auto result = std::make_shared<outcome>();
-  sem.acquire(std::move(key), n, record(result));
-  return result;
-}
-
-// Runs every ready handler; restarts the context so it can run again.
-inline std::size_t drain(asio::io_context& ctx) {
-  if (ctx.stopped()) ctx.restart();
-  const std::size_t ran = ctx.poll();
-  ctx.restart();
-  return ran;
-}
+using test::drain;
+using test::error_code;
+using test::outcome;
+using test::permit;
+using test::record;
+using test::start;
 
 // The observable counts of one key, for "nothing changed" checks.
 struct snapshot {

@@ -6,6 +6,7 @@
 #define KEYSEM_TESTS_MODEL_SYSTEM_HPP
 
 #include "model.hpp"
+#include "../unit/test_support.hpp"
 
 // g++ 12 at -O1 reports asio's use_future promise_handler as
 // maybe-uninitialized (a false positive in Boost's header). This silences it
@@ -175,31 +176,8 @@ inline semaphore_options options_of(const config& cfg) {
   return o;
 }
 
-struct alloc_counts {
-  std::size_t allocations = 0;
-  std::size_t deallocations = 0;
-};
-
-template <class T>
-struct counting_allocator {
-  using value_type = T;
-  alloc_counts* counts;
-  explicit counting_allocator(alloc_counts& c) noexcept : counts(&c) {}
-  template <class U>
-  counting_allocator(const counting_allocator<U>& other) noexcept : counts(other.counts) {}
-  T* allocate(std::size_t n) {
-    ++counts->allocations;
-    return std::allocator<T>().allocate(n);
-  }
-  void deallocate(T* p, std::size_t n) noexcept {
-    ++counts->deallocations;
-    std::allocator<T>().deallocate(p, n);
-  }
-  template <class U>
-  bool operator==(const counting_allocator<U>& other) const noexcept {
-    return counts == other.counts;
-  }
-};
+using test::counting_allocator;
+using alloc_counts = test::allocation_counts;
 
 inline ec_kind classify(const error_code& ec, std::string& problem) {
   if (!ec) return ec_kind::ok;

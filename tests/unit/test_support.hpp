@@ -44,8 +44,10 @@ inline std::shared_ptr<outcome> start(keyed_semaphore& sem, std::string key, std
   return result;
 }
 
-// Runs every ready handler; the context may be run again afterwards.
+// Runs every ready handler (restarting a stopped context first); the
+// context may be run again afterwards.
 inline std::size_t drain(asio::io_context& ctx) {
+  if (ctx.stopped()) ctx.restart();
   const std::size_t ran = ctx.poll();
   ctx.restart();
   return ran;
