@@ -329,14 +329,14 @@ asio::awaitable<fleet_core::outcome> fleet_core::acquire_remote(
       co_return outcome{};
     }
     waited = true;
-    if (!interested) {
-      // Subscribing now: its confirmation wakes this waiter, which covers
-      // a release published before the subscription took effect.
-      add_interest(key);
-      interested = true;
-    } else if (epoch_of(key) != epoch) {
-      continue;  // a release arrived while the script ran
-    }
+    // A key subscribed just now wakes this waiter with the confirmation,
+    // which covers a release published before the subscription took
+    // effect. A key already watched (by this acquire's last try, or by
+    // another acquire of this process) may have seen a release while the
+    // script ran.
+    const bool subscribing = !interested && add_interest(key);
+    interested = true;
+    if (!subscribing && epoch_of(key) != epoch) continue;
     const auto woke = co_await wait_for_turn(key, result.wait_ms, deadline);
     if (woke) co_return outcome{woke, {}};
   }
@@ -464,7 +464,7 @@ std::string fleet_core::next_id() { return client_id_ + ":" + std::to_string(++n
 
 // --- waiting keys and the subscriber ---------------------------------------
 
-void fleet_core::add_interest(const std::string& key) {
+bool fleet_core::add_interest(const std::string& key) {
   auto [it, fresh] = waiting_.try_emplace(key);
   ++it->second.interested;
   if (fresh) {
@@ -475,6 +475,7 @@ void fleet_core::add_interest(const std::string& key) {
     }
     subscriber_->keep_connected(true);
   }
+  return fresh;
 }
 
 void fleet_core::drop_interest(const std::string& key) {

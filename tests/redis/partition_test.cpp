@@ -11,7 +11,8 @@ namespace {
 // Forwards loopback connections to `target`; while `blackhole` is set, bytes
 // in both directions are read and dropped (a silent partition), and so are
 // those of the connection numbered `blackhole_connection` (in accept order,
-// from 0) alone.
+// from 0) alone. The server's bytes to the connection numbered
+// `hold_connection` are kept back until deliver_held() (a slow reply).
 class proxy {
  public:
   proxy(asio::io_context& ctx, std::uint16_t target)
@@ -23,7 +24,16 @@ class proxy {
   endpoint where() const { return endpoint{"127.0.0.1", acceptor_.local_endpoint().port(), {}, 0}; }
   bool blackhole = false;
   int blackhole_connection = -1;
+  int hold_connection = -1;
   int accepted() const { return accepted_; }
+  std::size_t held_bytes() const { return held_.size(); }
+
+  // Stops holding and writes what was held, in order, before anything newer.
+  void deliver_held() {
+    hold_connection = -1;
+    if (held_to_) asio::write(*held_to_, asio::buffer(held_));
+    held_.clear();
+  }
 
   void stop() {
     error_code ignored;
@@ -42,25 +52,33 @@ class proxy {
       const int index = accepted_++;
       to->async_connect(tcp::endpoint(asio::ip::address_v4::loopback(), target_), [this, from, to, index](error_code ec2) {
         if (ec2) return;
-        pump(from, to, index);
-        pump(to, from, index);
+        pump(from, to, index, false);
+        pump(to, from, index, true);
       });
       accept();
     });
   }
 
-  void pump(std::shared_ptr<tcp::socket> in, std::shared_ptr<tcp::socket> out, int index) {
+  void pump(std::shared_ptr<tcp::socket> in, std::shared_ptr<tcp::socket> out, int index,
+            bool to_client) {
     auto buffer = std::make_shared<std::array<char, 4096>>();
-    in->async_read_some(asio::buffer(*buffer), [this, in, out, buffer, index](error_code ec, std::size_t n) {
+    in->async_read_some(asio::buffer(*buffer), [this, in, out, buffer, index, to_client](
+                                                   error_code ec, std::size_t n) {
       if (ec) {
         error_code ignored;
         out->close(ignored);
         return;
       }
-      if (blackhole || index == blackhole_connection) return pump(in, out, index);
-      asio::async_write(*out, asio::buffer(buffer->data(), n), [this, in, out, buffer, index](error_code ec2, std::size_t) {
-        if (!ec2) pump(in, out, index);
-      });
+      if (blackhole || index == blackhole_connection) return pump(in, out, index, to_client);
+      if (to_client && index == hold_connection) {
+        held_.append(buffer->data(), n);
+        held_to_ = out;
+        return pump(in, out, index, to_client);
+      }
+      asio::async_write(*out, asio::buffer(buffer->data(), n),
+                        [this, in, out, buffer, index, to_client](error_code ec2, std::size_t) {
+                          if (!ec2) pump(in, out, index, to_client);
+                        });
     });
   }
 
@@ -69,6 +87,8 @@ class proxy {
   std::uint16_t target_;
   int accepted_ = 0;
   std::vector<std::shared_ptr<tcp::socket>> sockets_;
+  std::string held_;
+  std::shared_ptr<tcp::socket> held_to_;
 };
 
 }  // namespace
@@ -173,6 +193,63 @@ TEST_CASE("partition: a subscriber link that goes silent is replaced, and waiter
       CHECK(latency < 1s);
       CHECK(second.valid());
     }, 15s);
+    link.stop();
+  }
+  drain(ctx);
+}
+
+TEST_CASE("partition: a release while a waiter's first script is in flight wakes it when the key is already watched") {
+  redis_server server;
+  asio::io_context ctx;
+  {
+    proxy link(ctx, server.port());
+    // Lease 10 s: the expiry hint is 10 s away, so a waiter granted within
+    // 3 s of the release was woken by it.
+    auto options = short_lease();
+    options.lease = 10s;
+    options.safety_margin = 1s;
+    options.request_timeout = 5s;
+    fleet holder(ctx.get_executor(), server.where(), 2, options);
+    fleet waiters(ctx.get_executor(), link.where(), 2, options);
+    run(
+        ctx,
+        [&]() -> asio::awaitable<void> {
+          auto held = co_await holder.acquire("k", 2);
+          fleet_permit first, second;
+          waiters.acquire("k", 1, [&](boost::system::error_code ec, fleet_permit p) {
+            REQUIRE_FALSE(ec);
+            first = std::move(p);
+          });
+          REQUIRE(co_await eventually([&] { return subscribers(server.where(), "t", "k") == 1; }));
+          // The first waiter is parked once its three scripts are answered: the
+          // first busy answer, the retry on the subscriber's connect and the one
+          // on its confirmation (after the handshake's SCRIPT LOADs).
+          REQUIRE(co_await eventually(
+              [&] { return waiters.stats().round_trips == detail::script_count + 3; }));
+          // Connection 0 carries the waiters' commands, 1 their subscriptions.
+          REQUIRE(link.accepted() == 2);
+          link.hold_connection = 0;
+          waiters.acquire("k", 1, [&](boost::system::error_code ec, fleet_permit p) {
+            REQUIRE_FALSE(ec);
+            second = std::move(p);
+          });
+          // The second waiter's busy answer waits in the proxy while the
+          // release is published and the first waiter's retry is answered.
+          REQUIRE(co_await eventually([&] { return link.held_bytes() > 0; }));
+          const auto busy_answer = link.held_bytes();
+          held.release();
+          REQUIRE(co_await eventually([&] { return link.held_bytes() > busy_answer; }));
+          const auto released = steady::now();
+          link.deliver_held();
+          REQUIRE(co_await eventually([&] { return first && second; }, 3s));
+          MESSAGE("second waiter granted "
+                  << std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - released)
+                         .count()
+                  << " ms after its busy answer arrived");
+          CHECK(first.valid());
+          CHECK(second.valid());
+        },
+        15s);
     link.stop();
   }
   drain(ctx);

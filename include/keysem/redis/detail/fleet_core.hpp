@@ -89,7 +89,7 @@ class fleet_core : public std::enable_shared_from_this<fleet_core> {
   std::string next_id();
 
   // waiting keys and the subscriber
-  void add_interest(const std::string& key);
+  bool add_interest(const std::string& key);  // true if the key was not watched yet
   void drop_interest(const std::string& key);
   void add_waiter(const std::string& key, boost::asio::steady_timer* timer);
   void remove_waiter(const std::string& key, boost::asio::steady_timer* timer);
