@@ -154,11 +154,12 @@ class async_keyed_semaphore {
     // hottest token-less path the key then moves once, into this frame.
     const auto cancellation = co_await boost::asio::this_coro::cancellation_state;
     const bool throw_if_cancelled = co_await boost::asio::this_coro::throw_if_cancelled();
-    auto taken = detail::acquire_first_try(*impl_, cancellation, throw_if_cancelled, key, n, acquire_what);
-    if (taken) {
-      co_return std::move(*taken);
+    auto first = detail::acquire_first_try(*impl_, cancellation, throw_if_cancelled, key, n,
+                                           deadline_spec{}, acquire_what);
+    if (first.permit) {
+      co_return std::move(*first.permit);
     }
-    co_return co_await acquire(std::move(key), n, boost::asio::use_awaitable);
+    co_return co_await detail::await_registered(initiate_acquire{this}, first.waiting);
   }
 
   /// Acquires one permit on `key`: see the weighted overload.
@@ -495,6 +496,14 @@ class async_keyed_semaphore {
       std::decay_t<Handler> owned(std::forward<Handler>(handler));
       detail::acquire_starter<impl_type, Executor, Key>(*self->impl_, self->executor_)
           .start(owned, std::move(key), n, deadline);
+    }
+
+    // The token-less acquire, registered as a waiter by its first try.
+    template <class Handler>
+    void operator()(Handler&& handler, detail::registration<Key>* registered) const {
+      std::decay_t<Handler> owned(std::forward<Handler>(handler));
+      detail::acquire_starter<impl_type, Executor, Key>(*self->impl_, self->executor_)
+          .resume(owned, *registered);
     }
   };
 

@@ -264,6 +264,15 @@ class async_semaphore {
                                                                              self->executor_)
           .start(owned, key, n, deadline);
     }
+
+    // The token-less acquire, registered as a waiter by its first try.
+    template <class Handler>
+    void operator()(Handler&& handler, detail::registration<detail::no_key>* registered) const {
+      std::decay_t<Handler> owned(std::forward<Handler>(handler));
+      detail::acquire_starter<detail::unkeyed_impl, Executor, detail::no_key>(*self->impl_,
+                                                                             self->executor_)
+          .resume(owned, *registered);
+    }
   };
 
   boost::asio::awaitable<permit> acquire_awaitable(std::size_t n, detail::deadline_spec deadline) {

@@ -183,6 +183,71 @@ TEST_CASE("tokens: the default co_await takes free permits at once and waits in 
   CHECK(sem.key_count() == 0);
 }
 
+namespace {
+
+// Counts its calls: how often a semaphore looked its key up.
+struct counting_hash {
+  int* calls;
+  std::size_t operator()(int key) const noexcept {
+    ++*calls;
+    return static_cast<std::size_t>(key);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("tokens: a co_await with no token that has to wait looks its key up once") {
+  asio::io_context ctx;
+  int hashes = 0;
+  async_keyed_semaphore<int, counting_hash> sem(ctx, 1, semaphore_options{}, counting_hash{&hashes});
+  auto held = sem.try_acquire(7);
+  REQUIRE(held);
+  hashes = 0;
+  bool granted = false;
+  asio::co_spawn(
+      ctx,
+      [&]() -> asio::awaitable<void> {
+        auto p = co_await sem.acquire(7);
+        granted = p.count() == 1;
+      },
+      asio::detached);
+  drain(ctx);
+  CHECK(sem.waiting(7) == 1);
+  CHECK(hashes == 2);  // the acquire's one lookup, and waiting()'s
+  held->release();
+  drain(ctx);
+  CHECK(granted);
+  CHECK(sem.key_count() == 0);
+}
+
+TEST_CASE("tokens: a co_await with no token on a full queue throws queue_full and registers nothing") {
+  asio::io_context ctx;
+  semaphore_options options;
+  options.max_waiters_per_key = 1;
+  keyed_semaphore sem(ctx, 1, options);
+  auto held = sem.try_acquire("k");
+  auto first = start(sem, "k");
+  drain(ctx);
+  REQUIRE(sem.waiting("k") == 1);
+  bool full = false;
+  asio::co_spawn(
+      ctx,
+      [&]() -> asio::awaitable<void> {
+        try {
+          co_await sem.acquire("k");
+        } catch (const boost::system::system_error& e) {
+          full = e.code() == keysem::error::queue_full;
+        }
+      },
+      asio::detached);
+  drain(ctx);
+  CHECK(full);
+  CHECK(sem.waiting("k") == 1);
+  held->release();
+  drain(ctx);
+  CHECK(first->succeeded());
+}
+
 TEST_CASE("tokens: co_await of a closed semaphore throws closed") {
   asio::io_context ctx;
   keyed_semaphore sem(ctx, 1);

@@ -7,6 +7,7 @@
 #include <keysem/detail/initiate_acquire.hpp>
 #include <keysem/detail/key_word.hpp>
 #include <keysem/detail/shard.hpp>
+#include <keysem/error.hpp>
 #include <keysem/permit.hpp>
 
 #include <boost/asio/async_result.hpp>
@@ -29,13 +30,23 @@ namespace keysem::detail {
   throw boost::system::system_error(ec, what);
 }
 
+// What the token-less acquire's synchronous part found: the permit, or the
+// acquire registered as a waiter, for the asynchronous operation to queue.
+template <class Key>
+struct first_try {
+  std::optional<basic_permit<Key>> permit;
+  registration<Key> waiting;
+};
+
 // The token-less acquire's synchronous part: the coroutine's cancellation
-// state, the early errors, then free permits taken without suspending.
-// Throws the operation's errors; std::nullopt when the acquire must wait.
+// state and the early errors, then one admission that either takes free
+// permits (without suspending) or registers the acquire as a waiter, so
+// that the operation it continues as does not look the key up again.
+// Throws the operation's errors.
 template <class Impl, class Key>
-std::optional<basic_permit<Key>> acquire_first_try(Impl& impl, boost::asio::cancellation_state cancellation,
-                                                   bool throw_if_cancelled, const Key& key, std::size_t n,
-                                                   const char* what) {
+first_try<Key> acquire_first_try(Impl& impl, boost::asio::cancellation_state cancellation,
+                                 bool throw_if_cancelled, const Key& key, std::size_t n,
+                                 const deadline_spec& deadline, const char* what) {
   if (throw_if_cancelled && cancellation.cancelled() != boost::asio::cancellation_type::none) {
     impl.count_early(boost::asio::error::operation_aborted);
     throw_acquire_error(boost::asio::error::operation_aborted, what);
@@ -44,31 +55,54 @@ std::optional<basic_permit<Key>> acquire_first_try(Impl& impl, boost::asio::canc
     throw_acquire_error(ec, what);
   }
   const auto count = static_cast<std::uint32_t>(n);
-  const auto [first, shard] = impl.admit(key, count, admission_policy::kind::first_try);
-  if (first.verdict == key_word::verdict::granted) {
-    return permit_access::adopt(*first.state, count);
+  const auto [result, shard] = impl.admit(key, count, admission_policy::kind::acquire);
+  first_try<Key> outcome;
+  switch (result.verdict) {
+    case key_word::verdict::granted:
+      outcome.permit = permit_access::adopt(*result.state, count);
+      return outcome;
+    case key_word::verdict::queued:
+      outcome.waiting.hold(*result.state, nullptr, count, deadline);
+      break;
+    case key_word::verdict::staged:  // its key's permits are reserved; the total is not free
+      outcome.waiting.hold(*result.state, impl.total_state(), count, deadline);
+      break;
+    case key_word::verdict::queue_full:
+      throw_acquire_error(error::queue_full, what);
+    default:
+      throw_acquire_error(boost::asio::error::invalid_argument, what);
   }
-  if (first.verdict == key_word::verdict::invalid) {
-    throw_acquire_error(boost::asio::error::invalid_argument, what);
+  if (impl.is_detached()) {
+    // The context that would run the wait is gone (the registration is
+    // given back as `outcome` goes).
+    impl.count_early(boost::asio::error::operation_aborted);
+    throw_acquire_error(boost::asio::error::operation_aborted, what);
   }
-  return std::nullopt;
+  return outcome;
 }
 
-// initiation(handler, key, n, deadline) is the public class's initiation
-// object; `what` names the operation in the exceptions it throws.
+// The wait that follows a registered first try: the asynchronous operation,
+// awaited with use_awaitable (so the coroutine's cancellation slot applies).
+// initiation(handler, registration*) is the public class's initiation object.
+template <class Key, class Initiation>
+auto await_registered(Initiation initiation, registration<Key>& waiting) {
+  using signature = void(boost::system::error_code, basic_permit<Key>);
+  return boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&, signature>(
+      std::move(initiation), boost::asio::use_awaitable, &waiting);
+}
+
+// `what` names the operation in the exceptions it throws.
 template <class Impl, class Key, class Initiation>
 boost::asio::awaitable<basic_permit<Key>> acquire_awaitable(Impl& impl, Initiation initiation, Key key,
                                                             std::size_t n, deadline_spec deadline,
                                                             const char* what) {
-  using signature = void(boost::system::error_code, basic_permit<Key>);
   const auto cancellation = co_await boost::asio::this_coro::cancellation_state;
   const bool throw_if_cancelled = co_await boost::asio::this_coro::throw_if_cancelled();
-  auto taken = acquire_first_try(impl, cancellation, throw_if_cancelled, key, n, what);
-  if (taken) {
-    co_return std::move(*taken);
+  auto first = acquire_first_try(impl, cancellation, throw_if_cancelled, key, n, deadline, what);
+  if (first.permit) {
+    co_return std::move(*first.permit);
   }
-  co_return co_await boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&, signature>(
-      std::move(initiation), boost::asio::use_awaitable, std::move(key), n, deadline);
+  co_return co_await await_registered(std::move(initiation), first.waiting);
 }
 
 }  // namespace keysem::detail

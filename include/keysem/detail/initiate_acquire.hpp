@@ -107,6 +107,64 @@ boost::system::error_code early_error_slow(Impl& impl, const K& key, std::size_t
   return ec;
 }
 
+// Gives back a waiter's registration that no op took: a staged one leaves
+// its key's stage (its reserved permits) and the total's queue count.
+template <class Key>
+void give_back_registration(key_state<Key>& state, key_state_base* gate, std::uint32_t count) noexcept {
+  if (gate != nullptr) {
+    state.leave_stage(count);
+    gate->cancel_waiter_reservation();
+  } else {
+    state.cancel_waiter_reservation();
+  }
+}
+
+// An acquire already registered as a waiter by the token-less path's first
+// try (the word counts it; staged: its key reserved its permits and the
+// total counts it), until the initiation of the asynchronous operation it
+// continues as takes it. One not taken (the await threw before its
+// initiation ran) is given back.
+template <class Key>
+class registration {
+ public:
+  registration() = default;
+  registration(registration&& other) noexcept
+      : state_(std::exchange(other.state_, nullptr)),
+        gate_(other.gate_),
+        count_(other.count_),
+        deadline_(other.deadline_) {}
+  registration& operator=(registration&&) = delete;
+  ~registration() {
+    if (state_ != nullptr) {
+      give_back_registration(*state_, gate_, count_);
+    }
+  }
+
+  explicit operator bool() const noexcept { return state_ != nullptr; }
+
+  // An empty registration takes one over from the admission that made it.
+  void hold(key_state<Key>& state, key_state_base* gate, std::uint32_t count,
+            const deadline_spec& deadline) noexcept {
+    state_ = &state;
+    gate_ = gate;
+    count_ = count;
+    deadline_ = deadline;
+  }
+
+  // The initiation takes it over: from here the op (or wait()'s own
+  // clean-up) owns the registration.
+  key_state<Key>& take() noexcept { return *std::exchange(state_, nullptr); }
+  key_state_base* gate() const noexcept { return gate_; }
+  std::uint32_t count() const noexcept { return count_; }
+  const deadline_spec& deadline() const noexcept { return deadline_; }
+
+ private:
+  key_state<Key>* state_ = nullptr;
+  key_state_base* gate_ = nullptr;
+  std::uint32_t count_ = 0;
+  deadline_spec deadline_;
+};
+
 // try_acquire for the public classes: the permit, or std::nullopt when the
 // key is busy or the semaphore closed; a count no request could get calls
 // throw_invalid (which throws).
@@ -164,6 +222,17 @@ class acquire_starter {
     }
   }
 
+  // Continues an acquire the token-less first try registered as a waiter:
+  // no second admission (and no second hash of the key).
+  template <class Handler>
+  void resume(Handler& handler, registration<Key>& registered) {
+    key_state_base* const gate = registered.gate();
+    const std::uint32_t count = registered.count();
+    const auto deadline = registered.deadline().resolve();
+    key_state<Key>& state = registered.take();
+    wait(handler, state, count, gate, deadline);
+  }
+
  private:
   // Once the semaphore's execution context is gone, a handler with an
   // executor of its own still completes there; one that would complete on
@@ -195,10 +264,7 @@ class acquire_starter {
     try {
       op = &op_type::create(handler, state, count, *executor_);
     } catch (...) {
-      if (gate != nullptr) {
-        state.leave_stage(count);
-      }
-      registered.cancel_waiter_reservation();
+      give_back_registration(state, gate, count);
       throw;
     }
     op->set_deadline(deadline);
