@@ -154,12 +154,14 @@ class async_keyed_semaphore {
     // hottest token-less path the key then moves once, into this frame.
     const auto cancellation = co_await boost::asio::this_coro::cancellation_state;
     const bool throw_if_cancelled = co_await boost::asio::this_coro::throw_if_cancelled();
-    auto first = detail::acquire_first_try(*impl_, cancellation, throw_if_cancelled, key, n,
-                                           deadline_spec{}, acquire_what);
-    if (first.permit) {
-      co_return std::move(*first.permit);
+    const auto first = detail::acquire_first_try(*impl_, cancellation, throw_if_cancelled, key, n,
+                                                 acquire_what);
+    const auto count = static_cast<std::uint32_t>(n);
+    if (first.granted) {
+      co_return detail::permit_access::adopt(*first.state, count);
     }
-    co_return co_await detail::await_registered(initiate_acquire{this}, first.waiting);
+    detail::registration<Key> waiting(*first.state, first.gate, count, deadline_spec{});
+    co_return co_await detail::await_registered(initiate_acquire{this}, waiting);
   }
 
   /// Acquires one permit on `key`: see the weighted overload.

@@ -30,23 +30,26 @@ namespace keysem::detail {
   throw boost::system::system_error(ec, what);
 }
 
-// What the token-less acquire's synchronous part found: the permit, or the
-// acquire registered as a waiter, for the asynchronous operation to queue.
+// What the token-less acquire's synchronous part did: took the permits
+// (granted), or registered the acquire as a waiter of `state` (and, staged,
+// of the total's `gate`) for the asynchronous operation to queue. Two
+// pointers and a flag: the immediate path returns it in registers.
 template <class Key>
 struct first_try {
-  std::optional<basic_permit<Key>> permit;
-  registration<Key> waiting;
+  key_state<Key>* state;
+  key_state_base* gate;
+  bool granted;
 };
 
 // The token-less acquire's synchronous part: the coroutine's cancellation
 // state and the early errors, then one admission that either takes free
 // permits (without suspending) or registers the acquire as a waiter, so
 // that the operation it continues as does not look the key up again.
-// Throws the operation's errors.
+// Throws the operation's errors (a registration it made is given back).
 template <class Impl, class Key>
 first_try<Key> acquire_first_try(Impl& impl, boost::asio::cancellation_state cancellation,
                                  bool throw_if_cancelled, const Key& key, std::size_t n,
-                                 const deadline_spec& deadline, const char* what) {
+                                 const char* what) {
   if (throw_if_cancelled && cancellation.cancelled() != boost::asio::cancellation_type::none) {
     impl.count_early(boost::asio::error::operation_aborted);
     throw_acquire_error(boost::asio::error::operation_aborted, what);
@@ -56,29 +59,26 @@ first_try<Key> acquire_first_try(Impl& impl, boost::asio::cancellation_state can
   }
   const auto count = static_cast<std::uint32_t>(n);
   const auto [result, shard] = impl.admit(key, count, admission_policy::kind::acquire);
-  first_try<Key> outcome;
   switch (result.verdict) {
     case key_word::verdict::granted:
-      outcome.permit = permit_access::adopt(*result.state, count);
-      return outcome;
+      return {result.state, nullptr, true};
     case key_word::verdict::queued:
-      outcome.waiting.hold(*result.state, nullptr, count, deadline);
-      break;
     case key_word::verdict::staged:  // its key's permits are reserved; the total is not free
-      outcome.waiting.hold(*result.state, impl.total_state(), count, deadline);
       break;
     case key_word::verdict::queue_full:
       throw_acquire_error(error::queue_full, what);
     default:
       throw_acquire_error(boost::asio::error::invalid_argument, what);
   }
+  key_state_base* const gate =
+      result.verdict == key_word::verdict::staged ? impl.total_state() : nullptr;
   if (impl.is_detached()) {
-    // The context that would run the wait is gone (the registration is
-    // given back as `outcome` goes).
+    // The context that would run the wait is gone.
+    give_back_registration(*result.state, gate, count);
     impl.count_early(boost::asio::error::operation_aborted);
     throw_acquire_error(boost::asio::error::operation_aborted, what);
   }
-  return outcome;
+  return {result.state, gate, false};
 }
 
 // The wait that follows a registered first try: the asynchronous operation,
@@ -98,11 +98,13 @@ boost::asio::awaitable<basic_permit<Key>> acquire_awaitable(Impl& impl, Initiati
                                                             const char* what) {
   const auto cancellation = co_await boost::asio::this_coro::cancellation_state;
   const bool throw_if_cancelled = co_await boost::asio::this_coro::throw_if_cancelled();
-  auto first = acquire_first_try(impl, cancellation, throw_if_cancelled, key, n, deadline, what);
-  if (first.permit) {
-    co_return std::move(*first.permit);
+  const auto first = acquire_first_try(impl, cancellation, throw_if_cancelled, key, n, what);
+  const auto count = static_cast<std::uint32_t>(n);
+  if (first.granted) {
+    co_return permit_access::adopt(*first.state, count);
   }
-  co_return co_await await_registered(std::move(initiation), first.waiting);
+  registration<Key> waiting(*first.state, first.gate, count, deadline);
+  co_return co_await await_registered(std::move(initiation), waiting);
 }
 
 }  // namespace keysem::detail

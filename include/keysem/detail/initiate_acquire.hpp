@@ -127,7 +127,9 @@ void give_back_registration(key_state<Key>& state, key_state_base* gate, std::ui
 template <class Key>
 class registration {
  public:
-  registration() = default;
+  registration(key_state<Key>& state, key_state_base* gate, std::uint32_t count,
+               const deadline_spec& deadline) noexcept
+      : state_(&state), gate_(gate), count_(count), deadline_(deadline) {}
   registration(registration&& other) noexcept
       : state_(std::exchange(other.state_, nullptr)),
         gate_(other.gate_),
@@ -141,15 +143,6 @@ class registration {
   }
 
   explicit operator bool() const noexcept { return state_ != nullptr; }
-
-  // An empty registration takes one over from the admission that made it.
-  void hold(key_state<Key>& state, key_state_base* gate, std::uint32_t count,
-            const deadline_spec& deadline) noexcept {
-    state_ = &state;
-    gate_ = gate;
-    count_ = count;
-    deadline_ = deadline;
-  }
 
   // The initiation takes it over: from here the op (or wait()'s own
   // clean-up) owns the registration.

@@ -68,22 +68,7 @@ class alignas(64) key_state_base {
   // else busy; invalid when n is above the limit. (key_word::try_admit)
   // A capped key takes them from the total too, or reports busy.
   // Inline for an uncapped key: one compare-and-swap, the whole fast path.
-  key_word::verdict try_take(std::uint32_t n) noexcept {
-    const std::uint32_t raw_limit = limit_.load(std::memory_order_relaxed);
-    if ((raw_limit & capped_flag) != 0) {
-      return take(n, 0, false);
-    }
-    const key_word::policy key_policy{raw_limit, 0};
-    std::uint64_t word = word_.load(std::memory_order_relaxed);
-    for (;;) {
-      const key_word::verdict v = key_word::try_admit(word, n, key_policy);
-      if (v != key_word::verdict::granted ||
-          word_.compare_exchange_weak(word, key_word::apply(word, n, v), std::memory_order_acq_rel,
-                                      std::memory_order_relaxed)) {
-        return v;
-      }
-    }
-  }
+  key_word::verdict try_take(std::uint32_t n) noexcept { return take_inline<false>(n, 0); }
 
   // Shard lock held. Takes n permits like try_take (granted), or else
   // registers one waiter in the word, closing the door to barging (queued):
@@ -94,7 +79,7 @@ class alignas(64) key_state_base {
   // must enqueue an op at the total, or call leave_stage() and the total's
   // cancel_waiter_reservation().
   key_word::verdict take_or_register_waiter(std::uint32_t n, std::uint64_t max_waiting) noexcept {
-    return take(n, max_waiting, true);
+    return take_inline<true>(n, max_waiting);
   }
 
   // Lock-free (the total's state is never reclaimed while its semaphore
@@ -173,6 +158,29 @@ class alignas(64) key_state_base {
 
  private:
   friend class shard_base;
+
+  // try_take / take_or_register_waiter: for an uncapped key, one
+  // compare-and-swap inline (the whole immediate path); a capped key also
+  // asks the total, out of line.
+  template <bool may_wait>
+  key_word::verdict take_inline(std::uint32_t n, std::uint64_t max_waiting) noexcept {
+    const std::uint32_t raw_limit = limit_.load(std::memory_order_relaxed);
+    if ((raw_limit & capped_flag) != 0) {
+      return take(n, max_waiting, may_wait);
+    }
+    const key_word::policy key_policy{raw_limit, max_waiting};
+    std::uint64_t word = word_.load(std::memory_order_relaxed);
+    for (;;) {
+      const key_word::verdict v = may_wait ? key_word::admit(word, n, key_policy)
+                                           : key_word::try_admit(word, n, key_policy);
+      const bool changes = v == key_word::verdict::granted || v == key_word::verdict::queued;
+      if (!changes || word_.compare_exchange_weak(word, key_word::apply(word, n, v),
+                                                  std::memory_order_acq_rel,
+                                                  std::memory_order_relaxed)) {
+        return v;
+      }
+    }
+  }
 
   std::uint64_t grant_waiters(std::exception_ptr& failure);
   void fail_unfit_waiters(std::uint64_t key_limit, std::exception_ptr& failure);
