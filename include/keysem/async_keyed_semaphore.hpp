@@ -141,8 +141,11 @@ class async_keyed_semaphore {
   /// coroutine that does not suspend invokes no handler, so nothing is
   /// posted); otherwise it awaits the asynchronous operation below with
   /// `boost::asio::use_awaitable`, so the coroutine's cancellation slot
-  /// applies. Semantics are those of the asynchronous operation: FIFO, no
-  /// barging, the same cancellation. Errors are thrown as
+  /// applies, and that operation queues it without looking the key up
+  /// again. Semantics are those of the asynchronous operation: FIFO, no
+  /// barging, the same cancellation. Errors an acquire can know at once (a
+  /// bad count, closed, a full queue) are thrown without suspending; all
+  /// errors are thrown as
   /// `boost::system::system_error` with the operation's error codes, and a
   /// coroutine whose cancellation state is already cancelled throws
   /// `operation_aborted` (as asio does for any `co_await`ed operation).

@@ -1565,31 +1565,98 @@ class model {
       // The key grants: the total is asked in the same step.
       const kw::verdict at_total = take_total(o.n, policy_of(o.key).max_waiting, true);
       if (at_total == kw::verdict::queue_full) return deliver(o, ec_kind::queue_full, 0);
-      if (at_total == kw::verdict::staged) {
-        key_state& ks = keys_[o.key];
-        set_key_word(ks, kw::staged(word_of(&ks), static_cast<std::uint64_t>(o.n)));
-        ks.staged += o.n;
-        o.has_waiter = true;
-        o.st = status::waiting;
-        o.staged = true;
-        ++staged_at_once_;
-        strand_execute(total_strand(), {job_kind::enqueue, id}, false);
-        return;
-      }
+      if (at_total == kw::verdict::staged) return wait_staged(id);
     }
     apply_verdict(o.key, o.n, v);
     switch (v) {
       case kw::verdict::granted:
         return deliver(o, ec_kind::ok, o.n);
       case kw::verdict::queued:
-        o.has_waiter = true;
-        o.st = status::waiting;
-        strand_execute(shard_of(o.key), {job_kind::enqueue, id}, false);
-        return;
+        return wait_queued(id);
       case kw::verdict::queue_full:
         return deliver(o, ec_kind::queue_full, 0);  // posted, never inline
       default:
         return deliver(o, ec_kind::invalid, 0);
+    }
+  }
+
+  // A request its key admitted but the total holds back: its key reserves
+  // its permits and it waits in the total's queue.
+  void wait_staged(int id) {
+    namespace kw = keysem::detail::key_word;
+    op& o = ops_[static_cast<std::size_t>(id)];
+    key_state& ks = keys_[o.key];
+    set_key_word(ks, kw::staged(word_of(&ks), static_cast<std::uint64_t>(o.n)));
+    ks.staged += o.n;
+    o.has_waiter = true;
+    o.st = status::waiting;
+    o.staged = true;
+    ++staged_at_once_;
+    strand_execute(total_strand(), {job_kind::enqueue, id}, false);
+  }
+
+  // Undoes take_total's "staged": the waiter it registered at the total.
+  void give_back_total_registration() {
+    namespace kw = keysem::detail::key_word;
+    set_total_word(total_word() - kw::one_waiter);
+  }
+
+  // A request registered as a waiter of its key (the word already counts it).
+  void wait_queued(int id) {
+    op& o = ops_[static_cast<std::size_t>(id)];
+    o.has_waiter = true;
+    o.st = status::waiting;
+    strand_execute(shard_of(o.key), {job_kind::enqueue, id}, false);
+  }
+
+  // The token-less awaitable's one admission: what it can decide it
+  // decides without posting (a bad count, a stopped semaphore, free
+  // permits, a full queue, a context already gone before it would wait);
+  // a request that must wait is registered by this very admission and its
+  // asynchronous operation queues it without deciding again. Returns
+  // false when the request waits.
+  bool awaitable_first_try(op& o, ec_kind& ec, int& taken) {
+    namespace kw = keysem::detail::key_word;
+    if (o.n <= 0 || over_total(o.n)) {
+      ec = ec_kind::invalid;
+      return true;
+    }
+    if (const ec_kind stopped = stop_error(); stopped != ec_kind::ok) {
+      ec = o.n > key_limit(o.key) ? ec_kind::invalid : stopped;
+      return true;
+    }
+    kw::verdict v = kw::admit(word_of(find(o.key)), static_cast<std::uint64_t>(o.n), policy_of(o.key));
+    bool staged = false;
+    if (v == kw::verdict::granted && capped()) {
+      const kw::verdict at_total = take_total(o.n, policy_of(o.key).max_waiting, true);
+      if (at_total == kw::verdict::queue_full) v = kw::verdict::queue_full;
+      staged = at_total == kw::verdict::staged;
+      if (staged && detached_) {
+        give_back_total_registration();
+      }
+    }
+    if ((v == kw::verdict::queued || staged) && detached_) {
+      ec = ec_kind::aborted;  // registered, then given back: nothing changes
+      return true;
+    }
+    if (staged) {
+      wait_staged(o.id);
+      return false;
+    }
+    apply_verdict(o.key, o.n, v);
+    switch (v) {
+      case kw::verdict::granted:
+        taken = o.n;
+        return true;
+      case kw::verdict::queued:
+        wait_queued(o.id);
+        return false;
+      case kw::verdict::queue_full:
+        ec = ec_kind::queue_full;
+        return true;
+      default:
+        ec = ec_kind::invalid;
+        return true;
     }
   }
 
@@ -1605,32 +1672,10 @@ class model {
     }
     o.coro = op::coro_state::awaiting;
     if (o.tok == token::awaitable) {
-      // The token-less awaitable decides synchronously what it can: a bad
-      // count or a stopped semaphore throws, free permits are taken; none of
-      // it posts. Only a wait goes through the asynchronous operation.
-      namespace kw = keysem::detail::key_word;
       ec_kind ec = ec_kind::ok;
       int taken = 0;
-      if (o.n <= 0 || over_total(o.n)) {
-        ec = ec_kind::invalid;
-      } else if (const ec_kind stopped = stop_error(); stopped != ec_kind::ok) {
-        ec = o.n > key_limit(o.key) ? ec_kind::invalid : stopped;
-      } else {
-        kw::verdict v =
-            kw::try_admit(word_of(find(o.key)), static_cast<std::uint64_t>(o.n), policy_of(o.key));
-        if (v == kw::verdict::granted && capped() && take_total(o.n, 0, false) != kw::verdict::granted) {
-          v = kw::verdict::busy;
-        }
-        if (v == kw::verdict::busy) {
-          initiate(id);  // the asynchronous operation decides again
-          return;
-        }
-        apply_verdict(o.key, o.n, v);
-        if (v == kw::verdict::granted) {
-          taken = o.n;
-        } else {
-          ec = ec_kind::invalid;
-        }
+      if (!awaitable_first_try(o, ec, taken)) {
+        return;  // waiting, through the asynchronous operation
       }
       count(ec, false);
       o.ec = ec;
