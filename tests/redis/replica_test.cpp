@@ -14,10 +14,16 @@ bool replica_online(const endpoint& where) {
   return r.str.find("state=online") != std::string::npos;
 }
 
-fleet_options waiting_for(int replicas) {
+// replica_timeout: how long WAIT may block. The test with a replica gives
+// it ample time (a loaded machine may deschedule the replica's process);
+// the one without waits out a short one.
+fleet_options waiting_for(int replicas, std::chrono::milliseconds replica_timeout) {
   auto o = short_lease();
+  o.lease = 6s;
+  o.safety_margin = 600ms;
+  o.request_timeout = 2s;
   o.replicas = replicas;
-  o.replica_timeout = 100ms;
+  o.replica_timeout = replica_timeout;
   return o;
 }
 
@@ -28,7 +34,7 @@ TEST_CASE("replicas: a grant acknowledged by the replica is reported, and the re
   redis_server replica({"--replicaof", "127.0.0.1", std::to_string(primary.port())});
   asio::io_context ctx;
   {
-    fleet sem(ctx.get_executor(), primary.where(), 2, waiting_for(1));
+    fleet sem(ctx.get_executor(), primary.where(), 2, waiting_for(1, 1500ms));
     run(ctx, [&]() -> asio::awaitable<void> {
       REQUIRE(co_await eventually([&] { return replica_online(primary.where()); }, 10s));
       auto permit = co_await sem.acquire("k");
@@ -45,7 +51,7 @@ TEST_CASE("replicas: too few replicas fail the acquire with not_replicated, with
   redis_server primary;  // no replica
   asio::io_context ctx;
   {
-    fleet sem(ctx.get_executor(), primary.where(), 1, waiting_for(1));
+    fleet sem(ctx.get_executor(), primary.where(), 1, waiting_for(1, 100ms));
     run(ctx, [&]() -> asio::awaitable<void> {
       const auto start = steady::now();
       auto [ec, p] = co_await sem.acquire("k", 1, tuple_token());

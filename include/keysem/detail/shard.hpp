@@ -28,7 +28,6 @@ struct admission_policy {
   enum class kind {
     acquire,      // may wait
     try_acquire,  // never waits; a busy key counts as try_failed
-    first_try,    // the awaitable acquire's synchronous attempt: busy is not an outcome
   };
   std::uint32_t default_limit;
   std::uint64_t max_waiting;
