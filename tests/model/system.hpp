@@ -6,7 +6,7 @@
 #define KEYSEM_TESTS_MODEL_SYSTEM_HPP
 
 #include "model.hpp"
-#include "../unit/test_support.hpp"
+#include "../unit/counting_allocator.hpp"
 
 // g++ 12 at -O1 reports asio's use_future promise_handler as
 // maybe-uninitialized (a false positive in Boost's header). This silences it
