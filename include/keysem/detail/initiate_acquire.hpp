@@ -130,19 +130,14 @@ class registration {
   registration(key_state<Key>& state, key_state_base* gate, std::uint32_t count,
                const deadline_spec& deadline) noexcept
       : state_(&state), gate_(gate), count_(count), deadline_(deadline) {}
-  registration(registration&& other) noexcept
-      : state_(std::exchange(other.state_, nullptr)),
-        gate_(other.gate_),
-        count_(other.count_),
-        deadline_(other.deadline_) {}
-  registration& operator=(registration&&) = delete;
+  // It lives in the coroutine's frame, where the initiation finds it.
+  registration(const registration&) = delete;
+  registration& operator=(const registration&) = delete;
   ~registration() {
     if (state_ != nullptr) {
       give_back_registration(*state_, gate_, count_);
     }
   }
-
-  explicit operator bool() const noexcept { return state_ != nullptr; }
 
   // The initiation takes it over: from here the op (or wait()'s own
   // clean-up) owns the registration.
