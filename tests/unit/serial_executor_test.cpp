@@ -328,3 +328,22 @@ TEST_CASE("serial_executor: never two functions at once, and each poster's order
   CHECK(total == posters * per_poster);
   CHECK(order_kept);
 }
+
+TEST_CASE("serial_executor: over a type-erased executor, the inner executor decides when to run inline") {
+  asio::io_context ctx;
+  const serial_executor<asio::any_io_executor> serial{asio::any_io_executor(ctx.get_executor())};
+  std::vector<int> order;
+  dispatch_possibly(serial, [&] { order.push_back(1); });  // not ctx's thread: posted
+  CHECK(order.empty());
+  asio::post(ctx, [&] {
+    bool ran = false;
+    dispatch_possibly(serial, [&] {
+      ran = true;
+      dispatch_possibly(serial, [&] { order.push_back(4); });  // nested: queued
+      order.push_back(2);
+    });
+    order.push_back(ran ? 3 : -3);  // idle by now, on ctx's thread: ran inline
+  });
+  ctx.run();
+  CHECK(order == std::vector<int>{1, 2, 3, 4});
+}

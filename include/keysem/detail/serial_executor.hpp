@@ -154,23 +154,24 @@ class serial_runner {
     } catch (...) {
       // As asio's strand: the rest runs later, the exception goes on.
       if (queue->settle()) {
-        post_again(std::move(queue), inner_);
+        post(std::move(queue), inner_);
       }
       throw;
     }
     if (more) {
-      post_again(std::move(queue), inner_);
+      post(std::move(queue), inner_);
     }
   }
 
- private:
-  static void post_again(std::shared_ptr<serial_queue> queue, const Inner& inner) {
+  // Posts a runner for the queue's next batch.
+  static void post(std::shared_ptr<serial_queue> queue, const Inner& inner) {
     namespace ex = boost::asio::execution;
     ex::execute(boost::asio::prefer(boost::asio::require(inner, ex::blocking.never),
                                     ex::allocator(boost::asio::recycling_allocator<void>())),
                 serial_runner(std::move(queue), inner));
   }
 
+ private:
   std::shared_ptr<serial_queue> queue_;
   Inner inner_;
 };
@@ -257,6 +258,15 @@ class serial_executor {
     if (!queue_->push(node)) {
       return;  // the runner that owns the queue will run it
     }
+    if constexpr (requires(const Inner& e) { e.running_in_this_thread(); }) {
+      // The inner executor's rule, without building a runner for it.
+      if (boost::asio::query(inner_, boost::asio::execution::blocking) !=
+              boost::asio::execution::blocking.never &&
+          inner_.running_in_this_thread()) {
+        run_here();
+        return;
+      }
+    }
     // The inner executor's blocking property decides: never posts the runner,
     // possibly lets the inner executor run it here when this thread runs it.
     boost::asio::execution::execute(inner_, serial_runner<Inner>(queue_, inner_));
@@ -268,6 +278,25 @@ class serial_executor {
 
   serial_executor(const Inner& inner, std::shared_ptr<serial_queue> queue) noexcept
       : inner_(inner), queue_(std::move(queue)) {}
+
+  // Runs the batch this call started on the calling thread. The queue is
+  // kept alive by a reference of its own: a job may destroy the executor
+  // this call was made on (a shard whose last reference it drops).
+  void run_here() const {
+    const std::shared_ptr<serial_queue> queue = queue_;
+    bool more = true;
+    try {
+      more = queue->run(serial_batch);
+    } catch (...) {
+      if (queue->settle()) {
+        serial_runner<Inner>::post(queue, inner_);
+      }
+      throw;
+    }
+    if (more) {
+      serial_runner<Inner>::post(queue, inner_);
+    }
+  }
 
   // The inner executor's allocator, or asio's per-thread recycling allocator
   // when it has none of its own (as asio's operations do).
