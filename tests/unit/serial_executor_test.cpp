@@ -109,8 +109,8 @@ TEST_CASE("serial_executor: blocking.possibly runs inline on a thread running th
   const io_serial serial(ctx.get_executor());
   bool ran_inline = false;
   bool inside = false;
+  bool ran = false;  // outlives the handler, should the function run later
   asio::post(ctx, [&] {
-    bool ran = false;
     dispatch_possibly(serial, [&] {
       ran = true;
       inside = serial.running_in_this_thread();
@@ -128,7 +128,7 @@ TEST_CASE("serial_executor: blocking.never never runs inline, even on the contex
   bool ran_inline = true;
   bool ran = false;
   asio::post(ctx, [&] {
-    post_never(serial, [&] { ran = true; });
+    post_never(serial, [flag = &ran] { *flag = true; });
     ran_inline = ran;
   });
   ctx.run();
@@ -143,7 +143,7 @@ TEST_CASE("serial_executor: a dispatch from inside a running function queues beh
   asio::post(ctx, [&] {
     dispatch_possibly(serial, [&] {
       order.push_back(1);
-      dispatch_possibly(serial, [&] { order.push_back(3); });
+      dispatch_possibly(serial, [out = &order] { out->push_back(3); });
       order.push_back(2);  // the nested function has not run yet
     });
   });
@@ -156,14 +156,14 @@ TEST_CASE("serial_executor: a dispatch to a busy serialiser queues, even on the 
   const io_serial serial(ctx.get_executor());
   std::vector<int> order;
   bool second_ran_inline = true;
+  bool second_ran = false;  // outlives the handler: the function runs after it
   asio::post(ctx, [&] {
-    post_never(serial, [&] { order.push_back(1); });  // its runner waits in ctx's queue
-    bool ran = false;
-    dispatch_possibly(serial, [&] {
-      ran = true;
-      order.push_back(2);
+    post_never(serial, [out = &order] { out->push_back(1); });  // its runner waits in ctx's queue
+    dispatch_possibly(serial, [ran = &second_ran, out = &order] {
+      *ran = true;
+      out->push_back(2);
     });
-    second_ran_inline = ran;
+    second_ran_inline = second_ran;
   });
   ctx.run();
   CHECK_FALSE(second_ran_inline);
@@ -189,11 +189,11 @@ TEST_CASE("serial_executor: a long batch yields its thread to other handlers") {
   const std::size_t count = 2 * serial_batch + 1;
   post_never(serial, [&] {
     for (std::size_t i = 0; i < count; ++i) {  // one batch for the next pass
-      post_never(serial, [&, i] {
+      post_never(serial, [i, ctx = &ctx, ran = &ran, seen = &ran_when_other_ran] {
         if (i == 0) {
-          asio::post(ctx, [&] { ran_when_other_ran = ran; });
+          asio::post(*ctx, [ran, seen] { *seen = *ran; });
         }
-        ++ran;
+        ++*ran;
       });
     }
   });
@@ -273,10 +273,10 @@ TEST_CASE("serial_executor: through any_io_executor, asio::post and asio::dispat
   std::vector<int> order;
   asio::post(serial, [&] { order.push_back(1); });
   asio::post(ctx, [&] {
-    asio::dispatch(serial, [&] { order.push_back(2); });
+    asio::dispatch(serial, [out = &order] { out->push_back(2); });
   });
+  bool ran = false;  // outlives the handler, should the function run later
   asio::post(ctx, [&] {
-    bool ran = false;
     asio::dispatch(serial, [&] { ran = true; });
     order.push_back(ran ? 3 : -3);  // idle by now: ran inline
   });
@@ -335,11 +335,11 @@ TEST_CASE("serial_executor: over a type-erased executor, the inner executor deci
   std::vector<int> order;
   dispatch_possibly(serial, [&] { order.push_back(1); });  // not ctx's thread: posted
   CHECK(order.empty());
+  bool ran = false;  // outlives the handler, should the function run later
   asio::post(ctx, [&] {
-    bool ran = false;
     dispatch_possibly(serial, [&] {
       ran = true;
-      dispatch_possibly(serial, [&] { order.push_back(4); });  // nested: queued
+      dispatch_possibly(serial, [out = &order] { out->push_back(4); });  // nested: queued
       order.push_back(2);
     });
     order.push_back(ran ? 3 : -3);  // idle by now, on ctx's thread: ran inline
