@@ -21,12 +21,12 @@ namespace keysem::detail {
 
 boost::asio::any_io_executor make_shard_strand(const boost::asio::any_io_executor& ex) {
   if (const auto* io = ex.target<boost::asio::io_context::executor_type>()) {
-    return boost::asio::make_strand(*io);
+    return serial_executor<boost::asio::io_context::executor_type>(*io);
   }
   if (const auto* pool = ex.target<boost::asio::thread_pool::executor_type>()) {
-    return boost::asio::make_strand(*pool);
+    return serial_executor<boost::asio::thread_pool::executor_type>(*pool);
   }
-  return boost::asio::make_strand(ex);
+  return serial_executor<boost::asio::any_io_executor>(ex);
 }
 
 boost::asio::any_io_executor io_context_executor(boost::asio::io_context& context) {

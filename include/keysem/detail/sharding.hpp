@@ -2,6 +2,8 @@
 #ifndef KEYSEM_DETAIL_SHARDING_HPP
 #define KEYSEM_DETAIL_SHARDING_HPP
 
+#include <keysem/detail/serial_executor.hpp>
+
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/execution_context.hpp>
 #include <boost/asio/strand.hpp>
@@ -12,19 +14,25 @@
 
 namespace keysem::detail {
 
-// A shard's strand. Over the usual io_context or thread_pool executor, the
-// strand is built on the concrete executor rather than on the type-erased
-// one: it then fits any_io_executor's small buffer, and every strand pass
-// saves the allocations and indirect calls of two layers of type erasure.
-// Compiled in src/out_of_line.cpp: wrapping three strand types in
-// any_io_executor here cost every including translation unit about two
-// seconds of compile time (see "Compile time" in docs/benchmarks.md).
+// A shard's strand: keysem's serialiser (serial_executor.hpp) over the
+// semaphore's executor. Over the usual io_context or thread_pool executor, it
+// is built on the concrete executor rather than on the type-erased one: it
+// then fits any_io_executor's small buffer, and every pass saves the
+// allocations and indirect calls of two layers of type erasure. Compiled in
+// src/out_of_line.cpp: wrapping three executor types in any_io_executor here
+// cost every including translation unit about two seconds of compile time
+// (see "Compile time" in docs/benchmarks.md).
 boost::asio::any_io_executor make_shard_strand(const boost::asio::any_io_executor& ex);
 
 // Any other executor (the non-template overload wins for any_io_executor).
+// A Networking TS style executor keeps asio's strand.
 template <class Executor>
 boost::asio::any_io_executor make_shard_strand(const Executor& ex) {
-  return boost::asio::make_strand(ex);
+  if constexpr (boost::asio::execution::is_executor<Executor>::value) {
+    return serial_executor<Executor>(ex);
+  } else {
+    return boost::asio::make_strand(ex);
+  }
 }
 
 // The executor a semaphore built on an execution context uses. An io_context

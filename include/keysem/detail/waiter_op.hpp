@@ -113,9 +113,10 @@ class waiter_op {
   std::size_t heap_index = not_in_heap;
 
   // Strand (or shutdown) only: where the op's strand jobs are. When a context
-  // is destroyed, asio destroys a strand's queued jobs in no guaranteed order;
-  // this lets the enqueue job and the cancel job of one op agree on who
-  // finishes it.
+  // is destroyed, its queued jobs are destroyed unrun, and keysem does not
+  // rely on their order (a shard's serialiser happens to drop its own in
+  // order; asio's strand, kept for Networking TS executors, does not); this
+  // lets the enqueue job and the cancel job of one op agree on who finishes it.
   enum class strand_stage : unsigned char {
     awaiting_enqueue,    // the enqueue job has neither run nor been dropped
     cancel_job_dropped,  // ... and the cancel job was dropped first, leaving the op to it
