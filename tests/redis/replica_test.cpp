@@ -31,7 +31,9 @@ fleet_options waiting_for(int replicas, std::chrono::milliseconds replica_timeou
 
 TEST_CASE("replicas: a grant acknowledged by the replica is reported, and the replica holds the lease") {
   redis_server primary;
-  redis_server replica({"--replicaof", "127.0.0.1", std::to_string(primary.port())});
+  // The full sync is loaded from the socket: no dump.rdb in the test's directory.
+  redis_server replica({"--replicaof", "127.0.0.1", std::to_string(primary.port()),
+                        "--repl-diskless-load", "swapdb"});
   asio::io_context ctx;
   {
     fleet sem(ctx.get_executor(), primary.where(), 2, waiting_for(1, 1500ms));
