@@ -29,6 +29,18 @@ boost::asio::any_io_executor make_shard_strand(const boost::asio::any_io_executo
   return serial_executor<boost::asio::any_io_executor>(ex);
 }
 
+serial_port serial_port_of(const boost::asio::any_io_executor& strand) noexcept {
+  using io_serial = serial_executor<boost::asio::io_context::executor_type>;
+  using pool_serial = serial_executor<boost::asio::thread_pool::executor_type>;
+  if (const auto* io = strand.target<io_serial>()) {
+    return serial_port::of(*io);
+  }
+  if (const auto* pool = strand.target<pool_serial>()) {
+    return serial_port::of(*pool);
+  }
+  return {};
+}
+
 boost::asio::any_io_executor io_context_executor(boost::asio::io_context& context) {
   return context.get_executor();
 }

@@ -147,7 +147,7 @@ void shard_base::detach() noexcept {
   }
   abort_waiting_keys(boost::asio::error::operation_aborted, false);
   deadlines_.drop_timer();
-  strand_ = boost::asio::any_io_executor();
+  drop_executor();
 }
 
 }  // namespace keysem::detail

@@ -3,6 +3,7 @@
 #ifndef KEYSEM_DETAIL_ACQUIRE_OP_HPP
 #define KEYSEM_DETAIL_ACQUIRE_OP_HPP
 
+#include <keysem/detail/embedded_job.hpp>
 #include <keysem/detail/handler_work.hpp>
 #include <keysem/detail/job.hpp>
 #include <keysem/detail/key_state.hpp>
@@ -50,7 +51,6 @@ struct enqueue_policy {
     // Otherwise the op is cancelled and its cancel job, still queued, finishes it.
   }
 };
-using enqueue_job = job<enqueue_policy>;
 
 // Carries a cancelled op onto the strand, where it leaves the queue. It runs
 // after the op's enqueue job: a live strand runs jobs in order. When a
@@ -102,6 +102,10 @@ class acquire_op final : public waiter_op {
   }
 
   allocator_type get_allocator() const noexcept { return operation_allocator(handler_); }
+
+  // The job that carries the op onto its key's strand, queued once
+  // (shard_base::post_node).
+  serial_node& enqueue_job() noexcept { return enqueue_job_; }
 
  private:
   using op_allocator =
@@ -191,7 +195,8 @@ class acquire_op final : public waiter_op {
                                   boost::asio::execution::outstanding_work.tracked)),
         io_work_(track_io_executor(handler, io_executor)),
         slot_(boost::asio::get_associated_cancellation_slot(handler)),
-        handler_(std::move(handler)) {}
+        handler_(std::move(handler)),
+        enqueue_job_(this) {}
 
   // The grant comes from the shard's strand, which runs on the I/O executor:
   // its context must not run out of work while the op waits, even when the
@@ -256,6 +261,7 @@ class acquire_op final : public waiter_op {
   Handler handler_;
   boost::system::error_code error_;
   permit_type permit_;
+  embedded_job<enqueue_policy> enqueue_job_;
 };
 
 }  // namespace keysem::detail

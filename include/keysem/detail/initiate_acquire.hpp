@@ -270,7 +270,7 @@ class acquire_starter {
     }
     // An enqueue job that cannot be posted destroys the op and gives back its
     // place in the word as it is dropped.
-    registered.shard().post_job(enqueue_job(op), true);
+    registered.shard().post_node(op->enqueue_job(), true);
   }
 
   // Completes without waiting; still through the handler's executor, never inline.

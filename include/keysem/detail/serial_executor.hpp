@@ -248,6 +248,22 @@ class serial_executor {
     return serial_executor<result>(boost::asio::prefer(inner_, p), queue_);
   }
 
+  // Queues a node its caller owns and keeps alive until the node is invoked
+  // (no allocation): keysem's own hot jobs. possibly: may run the node inside
+  // the call, by execute()'s blocking.possibly rule; otherwise it is posted.
+  void submit(serial_node& node, bool possibly) const
+    requires requires(const Inner& e) { e.running_in_this_thread(); }
+  {
+    if (!queue_->push(&node)) {
+      return;  // the runner that owns the queue will run it
+    }
+    if (possibly && inner_.running_in_this_thread()) {
+      run_here();
+    } else {
+      serial_runner<Inner>::post(queue_, inner_);
+    }
+  }
+
   template <class Function>
   void execute(Function&& f) const {
     using function_type = std::decay_t<Function>;
@@ -316,6 +332,32 @@ class serial_executor {
 
   Inner inner_;
   std::shared_ptr<serial_queue> queue_;
+};
+
+// submit() on a serial_executor whose type is known only where the port was
+// made (the executor itself is held as an any_io_executor).
+class serial_port {
+ public:
+  serial_port() noexcept = default;
+
+  template <class Inner>
+  static serial_port of(const serial_executor<Inner>& executor) noexcept {
+    return serial_port(&executor, [](const void* ex, serial_node& node, bool possibly) {
+      static_cast<const serial_executor<Inner>*>(ex)->submit(node, possibly);
+    });
+  }
+
+  explicit operator bool() const noexcept { return executor_ != nullptr; }
+
+  // Only while the executor the port was made from is alive and unmoved.
+  void submit(serial_node& node, bool possibly) const { submit_(executor_, node, possibly); }
+
+ private:
+  using submit_fn = void (*)(const void*, serial_node&, bool);
+  serial_port(const void* executor, submit_fn submit) noexcept : executor_(executor), submit_(submit) {}
+
+  const void* executor_ = nullptr;
+  submit_fn submit_ = nullptr;
 };
 
 }  // namespace keysem::detail

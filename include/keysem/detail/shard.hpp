@@ -4,9 +4,13 @@
 
 #include <keysem/detail/core.hpp>
 #include <keysem/detail/deadline_queue.hpp>
+#include <keysem/detail/embedded_job.hpp>
+#include <keysem/detail/job.hpp>
 #include <keysem/detail/handler_work.hpp>
 #include <keysem/detail/key_state.hpp>
 #include <keysem/detail/key_word.hpp>
+#include <keysem/detail/serial_executor.hpp>
+#include <keysem/detail/sharding.hpp>
 #include <keysem/semaphore_stats.hpp>
 #include <keysem/detail/spin_lock.hpp>
 
@@ -49,7 +53,7 @@ struct admission_policy {
 class alignas(64) shard_base {
  public:
   shard_base(core_base& core, boost::asio::any_io_executor strand) noexcept
-      : core_(&core), strand_(std::move(strand)) {}
+      : core_(&core), strand_(std::move(strand)), port_(serial_port_of(strand_)) {}
   shard_base(const shard_base&) = delete;
   shard_base& operator=(const shard_base&) = delete;
 
@@ -76,6 +80,11 @@ class alignas(64) shard_base {
   // the strand is read only while detach() waits for this call.
   template <class Function>
   bool post_job(Function&& f, bool dispatch_allowed);
+
+  // post_job for a job embedded in the object it acts on (embedded_job.hpp):
+  // on keysem's serialiser it is queued as it is, without an allocation or
+  // the type-erased executor's layers. Refused, it is dropped here.
+  bool post_node(serial_node& node, bool dispatch_allowed);
 
   // post_job's bracket, for a caller that must decide something only once
   // it knows detach() will wait for it: holds a reference and a poster
@@ -108,7 +117,7 @@ class alignas(64) shard_base {
   // first, as both use the context's services.
   void drop_strand() noexcept {
     deadlines_.drop_timer();
-    strand_ = boost::asio::any_io_executor();
+    drop_executor();
   }
 
   // Strand only: the shard's timed waiters.
@@ -179,6 +188,11 @@ class alignas(64) shard_base {
   void end_post() noexcept;
 
   void erase_reclaimed_locked(key_state_base& state) noexcept;
+  // Lets go of the strand and of the port into it.
+  void drop_executor() noexcept {
+    port_ = serial_port();
+    strand_ = boost::asio::any_io_executor();
+  }
   void finish_reclaim(key_state_base* state) noexcept;
   void drop_ref() noexcept;
   void abort_waiting_keys(const boost::system::error_code& ec, bool invoke);
@@ -213,6 +227,8 @@ class alignas(64) shard_base {
   std::atomic<std::size_t> keys_{0};
   core_base* core_;
   boost::asio::any_io_executor strand_;
+  // Into strand_, when it holds keysem's serialiser over a known executor.
+  serial_port port_;
   deadline_queue deadlines_;  // strand only
 };
 
@@ -222,12 +238,31 @@ bool shard_base::post_job(Function&& f, bool dispatch_allowed) {
   if (!bracket) {
     return false;
   }
-  // The jobs carry no allocator of their own; any_io_executor could not
-  // take one anyway.
-  if (dispatch_allowed) {
+  // The jobs carry no allocator of their own: asio's per-thread recycling
+  // allocator serves them, as it serves asio's operations.
+  if (port_) {
+    using node_type = serial_function<std::decay_t<Function>, boost::asio::recycling_allocator<void>>;
+    port_.submit(*node_type::create(std::forward<Function>(f), {}), dispatch_allowed);
+  } else if (dispatch_allowed) {
     dispatch_to(strand_, std::allocator<void>(), std::forward<Function>(f));
   } else {
     bracket.post(std::forward<Function>(f));
+  }
+  return true;
+}
+
+inline bool shard_base::post_node(serial_node& node, bool dispatch_allowed) {
+  poster bracket(*this);
+  if (!bracket) {
+    node.invoke(&node, false);
+    return false;
+  }
+  if (port_) {
+    port_.submit(node, dispatch_allowed);
+  } else if (dispatch_allowed) {
+    dispatch_to(strand_, std::allocator<void>(), job<node_policy>(&node));
+  } else {
+    bracket.post(job<node_policy>(&node));
   }
   return true;
 }

@@ -24,6 +24,11 @@ namespace keysem::detail {
 // (see "Compile time" in docs/benchmarks.md).
 boost::asio::any_io_executor make_shard_strand(const boost::asio::any_io_executor& ex);
 
+// A port into the serialiser make_shard_strand() made, held in `strand`,
+// over an io_context or thread_pool executor; an empty port otherwise.
+// Valid while `strand` holds that serialiser.
+serial_port serial_port_of(const boost::asio::any_io_executor& strand) noexcept;
+
 // Any other executor (the non-template overload wins for any_io_executor).
 // A Networking TS style executor keeps asio's strand.
 template <class Executor>
