@@ -10,8 +10,8 @@ namespace keysem::detail {
 
 // seq_cst, with close()'s exchange: a grant pass that reads the stop state
 // after close() returned sees it.
-boost::system::error_code core_base::stop_error() const noexcept {
-  switch (stop_.load(std::memory_order_seq_cst)) {
+boost::system::error_code core_base::error_of(int stop) noexcept {
+  switch (stop) {
     case closed:
       return error::closed;
     case destroyed:

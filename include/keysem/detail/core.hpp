@@ -43,7 +43,12 @@ class core_base {
 
   // What an acquire completes with once the semaphore is closed or
   // destroyed; a default error_code while it is open.
-  boost::system::error_code stop_error() const noexcept;
+  // Inline: every enqueue and every grant asks, and the answer is nearly
+  // always "open".
+  boost::system::error_code stop_error() const noexcept {
+    const int stop = stop_.load(std::memory_order_seq_cst);
+    return stop == open ? boost::system::error_code() : error_of(stop);
+  }
 
   // Completes every queued acquire with keysem::error::closed.
   void close();
@@ -86,6 +91,8 @@ class core_base {
   friend class semaphore_service;
 
   enum : int { open, closed, destroyed };
+  // What an acquire completes with in a stop state other than open.
+  static boost::system::error_code error_of(int stop) noexcept;
 
   void abort_all(const boost::system::error_code& ec);
 
