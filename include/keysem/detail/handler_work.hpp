@@ -2,12 +2,15 @@
 #ifndef KEYSEM_DETAIL_HANDLER_WORK_HPP
 #define KEYSEM_DETAIL_HANDLER_WORK_HPP
 
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/associated_allocator.hpp>
 #include <boost/asio/execution/allocator.hpp>
 #include <boost/asio/execution/blocking.hpp>
 #include <boost/asio/execution/execute.hpp>
 #include <boost/asio/execution/executor.hpp>
+#include <boost/asio/execution/outstanding_work.hpp>
 #include <boost/asio/execution/relationship.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/prefer.hpp>
 #include <boost/asio/recycling_allocator.hpp>
 #include <boost/asio/require.hpp>
@@ -39,7 +42,36 @@ using operation_allocator_t = decltype(operation_allocator(std::declval<const Ha
 // in a work_dispatcher (a second tracked executor and a second dispatch);
 // these functions already target the right executor and need neither.
 template <class Executor, class Allocator, class Function>
+void post_to(const Executor& ex, const Allocator& alloc, Function&& f);
+
+// An any_io_executor mostly holds an io_context executor (co_spawn's, a
+// socket's), plain or tracking work. Posting to that executor itself has the
+// same effect, without a type-erased copy of the executor per property and a
+// type-erased function around f. False when it holds something else.
+template <class Allocator, class Function>
+bool post_to_io_context(const boost::asio::any_io_executor& ex, const Allocator& alloc, Function& f) {
+  using plain = boost::asio::io_context::executor_type;
+  using tracked = std::decay_t<decltype(boost::asio::prefer(
+      std::declval<plain>(), boost::asio::execution::outstanding_work.tracked))>;
+  if (const auto* io = ex.target<plain>()) {
+    post_to(*io, alloc, std::move(f));
+    return true;
+  }
+  if (const auto* io = ex.target<tracked>()) {
+    post_to(*io, alloc, std::move(f));
+    return true;
+  }
+  return false;
+}
+
+template <class Executor, class Allocator, class Function>
 void post_to(const Executor& ex, const Allocator& alloc, Function&& f) {
+  if constexpr (std::is_same_v<Executor, boost::asio::any_io_executor> &&
+                !std::is_lvalue_reference_v<Function>) {
+    if (post_to_io_context(ex, alloc, f)) {
+      return;
+    }
+  }
   if constexpr (boost::asio::execution::is_executor<Executor>::value) {
     boost::asio::execution::execute(
         boost::asio::prefer(boost::asio::require(ex, boost::asio::execution::blocking.never),
