@@ -284,7 +284,11 @@ void key_state_base::subtract(std::uint64_t amount) noexcept {
 void key_state_base::schedule_drain() { schedule_drain_from(running_shard == nullptr); }
 
 void key_state_base::schedule_drain_from(bool may_dispatch) {
-  shard_->post_job(drain_job(this), may_dispatch);
+  if (may_dispatch) {
+    shard_->dispatch_job<drain_policy>(this);
+  } else {
+    shard_->post_job(drain_job(this), false);
+  }
 }
 
 void key_state_base::enqueue(waiter_op& op) {

@@ -154,6 +154,43 @@ TEST_CASE("serial_port: possibly runs inline only on the context's thread, when 
   CHECK(order == std::vector<int>{1});
 }
 
+TEST_CASE("serial_port: run_if_idle runs a stack node at once only on the context's thread and when idle") {
+  asio::io_context ctx;
+  const io_serial serial(ctx.get_executor());
+  const serial_port port = serial_port::of(serial);
+  std::vector<int> order;
+  bool idle_ran = false;
+  bool busy_ran = true;
+  asio::post(ctx, [&] {
+    reusable here(1, order);  // on this stack: it must have run when the call returns
+    idle_ran = port.run_if_idle(here.job);
+    order.push_back(100);
+  });
+  ctx.run();
+  CHECK(idle_ran);
+  CHECK(order == std::vector<int>{1, 100});
+
+  order.clear();
+  ctx.restart();
+  asio::post(serial, [&] {
+    reusable here(2, order);
+    busy_ran = port.run_if_idle(here.job);  // inside the serialiser: busy
+    order.push_back(200);
+  });
+  ctx.run();
+  CHECK_FALSE(busy_ran);
+  CHECK(order == std::vector<int>{200});
+
+  // Not on the context's thread: refused, even though idle.
+  reusable off_thread(3, order);
+  bool off_ran = true;
+  std::thread([&] { off_ran = port.run_if_idle(off_thread.job); }).join();
+  CHECK_FALSE(off_ran);
+  ctx.restart();
+  CHECK(ctx.poll() == 0);
+  CHECK(order == std::vector<int>{200});
+}
+
 TEST_CASE("serial_port_of: a port into keysem's serialiser over io_context and thread_pool, none otherwise") {
   asio::io_context ctx;
   asio::thread_pool pool(1);

@@ -56,6 +56,20 @@ class serial_queue {
   // Any thread. True when the queue was idle: the caller must start a runner.
   bool push(serial_node* node) noexcept;
 
+  // Any thread. Pushes the node only if the queue is idle, as the first
+  // batch of a runner the caller must then be (or start); false otherwise,
+  // and the node is untouched.
+  bool push_if_idle(serial_node* node) noexcept {
+    std::uintptr_t idle = 0;
+    if (!incoming_.compare_exchange_strong(idle, running_bit, std::memory_order_acq_rel,
+                                           std::memory_order_relaxed)) {
+      return false;
+    }
+    node->next = nullptr;
+    ready_ = node;
+    return true;
+  }
+
   // Runner only. Runs the current batch in order, at most `budget` of its
   // nodes, then takes the next batch. Returns true when there is one (the
   // runner must post itself again), false once the queue went idle. A
@@ -264,6 +278,20 @@ class serial_executor {
     }
   }
 
+  // Runs the node inside the call, as the first job of a pass, when the
+  // calling thread runs the inner executor and the serialiser is idle; then
+  // the node may live on the caller's stack. False otherwise: nothing
+  // happened.
+  bool run_if_idle(serial_node& node) const
+    requires requires(const Inner& e) { e.running_in_this_thread(); }
+  {
+    if (!inner_.running_in_this_thread() || !queue_->push_if_idle(&node)) {
+      return false;
+    }
+    run_here();
+    return true;
+  }
+
   template <class Function>
   void execute(Function&& f) const {
     using function_type = std::decay_t<Function>;
@@ -342,22 +370,30 @@ class serial_port {
 
   template <class Inner>
   static serial_port of(const serial_executor<Inner>& executor) noexcept {
-    return serial_port(&executor, [](const void* ex, serial_node& node, bool possibly) {
-      static_cast<const serial_executor<Inner>*>(ex)->submit(node, possibly);
-    });
+    using serial = serial_executor<Inner>;
+    return serial_port(
+        &executor,
+        [](const void* ex, serial_node& node, bool possibly) {
+          static_cast<const serial*>(ex)->submit(node, possibly);
+        },
+        [](const void* ex, serial_node& node) { return static_cast<const serial*>(ex)->run_if_idle(node); });
   }
 
   explicit operator bool() const noexcept { return executor_ != nullptr; }
 
   // Only while the executor the port was made from is alive and unmoved.
   void submit(serial_node& node, bool possibly) const { submit_(executor_, node, possibly); }
+  bool run_if_idle(serial_node& node) const { return run_if_idle_(executor_, node); }
 
  private:
   using submit_fn = void (*)(const void*, serial_node&, bool);
-  serial_port(const void* executor, submit_fn submit) noexcept : executor_(executor), submit_(submit) {}
+  using run_if_idle_fn = bool (*)(const void*, serial_node&);
+  serial_port(const void* executor, submit_fn submit, run_if_idle_fn run_if_idle) noexcept
+      : executor_(executor), submit_(submit), run_if_idle_(run_if_idle) {}
 
   const void* executor_ = nullptr;
   submit_fn submit_ = nullptr;
+  run_if_idle_fn run_if_idle_ = nullptr;
 };
 
 }  // namespace keysem::detail

@@ -81,6 +81,12 @@ class alignas(64) shard_base {
   template <class Function>
   bool post_job(Function&& f, bool dispatch_allowed);
 
+  // post_job(job<Policy>(state), true) that, when the calling thread runs
+  // the shard's context and its serialiser is idle, runs the job at once
+  // from a node on this stack: no allocation.
+  template <class Policy>
+  bool dispatch_job(typename Policy::state state);
+
   // post_job for a job embedded in the object it acts on (embedded_job.hpp):
   // on keysem's serialiser it is queued as it is, without an allocation or
   // the type-erased executor's layers. Refused, it is dropped here.
@@ -247,6 +253,25 @@ bool shard_base::post_job(Function&& f, bool dispatch_allowed) {
     dispatch_to(strand_, std::allocator<void>(), std::forward<Function>(f));
   } else {
     bracket.post(std::forward<Function>(f));
+  }
+  return true;
+}
+
+template <class Policy>
+bool shard_base::dispatch_job(typename Policy::state state) {
+  poster bracket(*this);  // port_ and strand_ are read only inside it
+  if (!bracket) {
+    Policy::drop(state);
+    return false;
+  }
+  if (!port_) {
+    dispatch_to(strand_, std::allocator<void>(), job<Policy>(state));
+    return true;
+  }
+  embedded_job<Policy> here(state);
+  if (!port_.run_if_idle(here)) {
+    using node_type = serial_function<job<Policy>, boost::asio::recycling_allocator<void>>;
+    port_.submit(*node_type::create(job<Policy>(state), {}), true);
   }
   return true;
 }
