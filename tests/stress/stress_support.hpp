@@ -40,9 +40,11 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -393,6 +395,50 @@ inline void relax(unsigned& spins) {
   }
   std::this_thread::yield();
 }
+
+// Items handed from one thread to another, in order; pop() blocks until an
+// item arrives or the queue is closed and empty.
+template <class T>
+class blocking_queue {
+ public:
+  void push(T item) {
+    std::lock_guard guard(mutex_);
+    items_.push_back(std::move(item));
+    changed_.notify_one();
+  }
+
+  std::optional<T> try_pop() {
+    std::lock_guard guard(mutex_);
+    return take();
+  }
+
+  std::optional<T> pop() {
+    std::unique_lock guard(mutex_);
+    changed_.wait(guard, [&] { return !items_.empty() || closed_; });
+    return take();
+  }
+
+  void close() {
+    std::lock_guard guard(mutex_);
+    closed_ = true;
+    changed_.notify_all();
+  }
+
+ private:
+  std::optional<T> take() {
+    if (items_.empty()) {
+      return std::nullopt;
+    }
+    T item = std::move(items_.front());
+    items_.pop_front();
+    return item;
+  }
+
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::deque<T> items_;
+  bool closed_ = false;
+};
 
 // Two threads meet here, then leave together: the start of a race.
 class spin_barrier {

@@ -2,7 +2,6 @@
 // travel between threads.
 #include "stress_support.hpp"
 
-#include <deque>
 #include <optional>
 #include <string_view>
 
@@ -296,47 +295,7 @@ struct handoff {
 };
 
 // Permits in transit between threads.
-class handoff_queue {
- public:
-  void push(handoff item) {
-    std::lock_guard guard(mutex_);
-    items_.push_back(std::move(item));
-    changed_.notify_one();
-  }
-
-  std::optional<handoff> try_pop() {
-    std::lock_guard guard(mutex_);
-    return take();
-  }
-
-  // Blocks until an item arrives or the queue is closed and empty.
-  std::optional<handoff> pop() {
-    std::unique_lock guard(mutex_);
-    changed_.wait(guard, [&] { return !items_.empty() || closed_; });
-    return take();
-  }
-
-  void close() {
-    std::lock_guard guard(mutex_);
-    closed_ = true;
-    changed_.notify_all();
-  }
-
- private:
-  std::optional<handoff> take() {
-    if (items_.empty()) {
-      return std::nullopt;
-    }
-    handoff item = std::move(items_.front());
-    items_.pop_front();
-    return item;
-  }
-
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  std::deque<handoff> items_;
-  bool closed_ = false;
-};
+using handoff_queue = blocking_queue<handoff>;
 
 struct travel_stats {
   std::atomic<std::size_t> handed{0};

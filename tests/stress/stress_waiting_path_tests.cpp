@@ -7,7 +7,6 @@
 #include <keysem/detail/job.hpp>
 #include <keysem/detail/serial_executor.hpp>
 
-#include <deque>
 #include <future>
 #include <optional>
 
@@ -15,38 +14,7 @@ namespace keysem::stress {
 namespace {
 
 // Permits handed from the waiters' thread to the releasing thread.
-class release_mailbox {
- public:
-  void put(tracked_permit p) {
-    std::lock_guard guard(mutex_);
-    permits_.push_back(std::move(p));
-    changed_.notify_one();
-  }
-
-  void finish() {
-    std::lock_guard guard(mutex_);
-    finished_ = true;
-    changed_.notify_one();
-  }
-
-  // Blocks for the next permit; empty once finish() was called and all were taken.
-  std::optional<tracked_permit> take() {
-    std::unique_lock guard(mutex_);
-    changed_.wait(guard, [&] { return finished_ || !permits_.empty(); });
-    if (permits_.empty()) {
-      return std::nullopt;
-    }
-    tracked_permit p = std::move(permits_.front());
-    permits_.pop_front();
-    return p;
-  }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  std::deque<tracked_permit> permits_;
-  bool finished_ = false;
-};
+using release_mailbox = blocking_queue<tracked_permit>;
 
 struct path_stats {
   std::atomic<std::size_t> started{0};
@@ -130,7 +98,7 @@ asio::awaitable<void> waiter(round_context& ctx, std::uint64_t seed, std::size_t
       }
       continue;
     }
-    ctx.mailbox.put(tracked_permit(std::move(p), ctx.holders, k));
+    ctx.mailbox.push(tracked_permit(std::move(p), ctx.holders, k));
     if (rng() % 2 == 0) {
       co_await asio::post(ex, asio::deferred);
     }
@@ -183,7 +151,7 @@ TEST_CASE("waiting path stress: enqueues on one thread, releases on another, can
     const std::size_t close_after = rng() % (waiters * acquires);
     std::thread releaser([&] {
       std::size_t released = 0;
-      while (auto p = mailbox.take()) {
+      while (auto p = mailbox.pop()) {
         busy_delay(static_cast<unsigned>(released % 32));
         p->reset();
         if (++released == close_after) {
@@ -204,7 +172,7 @@ TEST_CASE("waiting path stress: enqueues on one thread, releases on another, can
     const bool done = finished.wait_for(waiters, bound);
     CHECK_MESSAGE(done, "round " << round << ": " << finished.value() << " of " << waiters
                                  << " waiters finished");
-    mailbox.finish();
+    mailbox.close();
     releaser.join();
     if (!done) {
       sem.close();  // a lost waiter: let the rest end; the watchdog covers worse
