@@ -22,9 +22,10 @@
 
 namespace keysem::detail {
 
-// A queued function, type-erased. invoke(node, true) frees the node and runs
-// the function; invoke(node, false) frees it and destroys the function unrun
-// (a keysem job then runs its drop).
+// A queued function, type-erased. invoke(node, true) runs the function;
+// invoke(node, false) destroys it unrun (a keysem job then runs its drop).
+// A node the serialiser allocated (serial_function) is freed first; a node
+// embedded in its owner (embedded_job.hpp) stays the owner's.
 struct serial_node {
   using invoke_fn = void (*)(serial_node*, bool run);
   explicit serial_node(invoke_fn fn) noexcept : invoke(fn) {}
