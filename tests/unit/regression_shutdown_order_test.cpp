@@ -18,6 +18,10 @@
 //   acquire k=0 n=1 tok=callback cancel=1 then=keep
 //   cancel target=0 type=terminal
 //   destroy_ctx
+//
+// The strand is now keysem's serialiser, which drops its jobs in order, and
+// the enqueue job is embedded in the op (enqueue_policy::drop); the test
+// keeps the shutdown order that broke.
 #include <keysem/keysem.hpp>
 
 #include <boost/asio.hpp>
