@@ -194,6 +194,11 @@ class alignas(64) shard_base {
   void end_post() noexcept;
 
   void erase_reclaimed_locked(key_state_base& state) noexcept;
+  // Inside an open bracket: queues f on the serialiser through the port,
+  // or through the strand's executor when there is none. port_ and strand_
+  // are read only inside a bracket (detach() resets them).
+  template <class Function>
+  void queue_job(poster& bracket, Function&& f, bool dispatch_allowed);
   // Lets go of the strand and of the port into it.
   void drop_executor() noexcept {
     port_ = serial_port();
@@ -244,8 +249,14 @@ bool shard_base::post_job(Function&& f, bool dispatch_allowed) {
   if (!bracket) {
     return false;
   }
-  // The jobs carry no allocator of their own: asio's per-thread recycling
-  // allocator serves them, as it serves asio's operations.
+  queue_job(bracket, std::forward<Function>(f), dispatch_allowed);
+  return true;
+}
+
+// The jobs carry no allocator of their own: asio's per-thread recycling
+// allocator serves them, as it serves asio's operations.
+template <class Function>
+void shard_base::queue_job(poster& bracket, Function&& f, bool dispatch_allowed) {
   if (port_) {
     using node_type = serial_function<std::decay_t<Function>, boost::asio::recycling_allocator<void>>;
     port_.submit(*node_type::create(std::forward<Function>(f), {}), dispatch_allowed);
@@ -254,25 +265,22 @@ bool shard_base::post_job(Function&& f, bool dispatch_allowed) {
   } else {
     bracket.post(std::forward<Function>(f));
   }
-  return true;
 }
 
 template <class Policy>
 bool shard_base::dispatch_job(typename Policy::state state) {
-  poster bracket(*this);  // port_ and strand_ are read only inside it
+  poster bracket(*this);
   if (!bracket) {
     Policy::drop(state);
     return false;
   }
-  if (!port_) {
-    dispatch_to(strand_, std::allocator<void>(), job<Policy>(state));
-    return true;
+  if (port_) {
+    embedded_job<Policy> here(state);
+    if (port_.run_if_idle(here)) {
+      return true;
+    }
   }
-  embedded_job<Policy> here(state);
-  if (!port_.run_if_idle(here)) {
-    using node_type = serial_function<job<Policy>, boost::asio::recycling_allocator<void>>;
-    port_.submit(*node_type::create(job<Policy>(state), {}), true);
-  }
+  queue_job(bracket, job<Policy>(state), true);
   return true;
 }
 
@@ -283,11 +291,9 @@ inline bool shard_base::post_node(serial_node& node, bool dispatch_allowed) {
     return false;
   }
   if (port_) {
-    port_.submit(node, dispatch_allowed);
-  } else if (dispatch_allowed) {
-    dispatch_to(strand_, std::allocator<void>(), job<node_policy>(&node));
+    port_.submit(node, dispatch_allowed);  // as it is: no wrapper, no allocation
   } else {
-    bracket.post(job<node_policy>(&node));
+    queue_job(bracket, job<node_policy>(&node), dispatch_allowed);
   }
   return true;
 }
