@@ -12,16 +12,30 @@ struct deadline_tally {
   std::atomic<std::size_t> granted{0};
   std::atomic<std::size_t> timed_out{0};
   std::atomic<std::size_t> other{0};
+  std::atomic<std::size_t> blocked_timed_out{0};
 };
 
 // One worker: timed acquires of 0-200 us against short holds on a few hot
 // keys, through callbacks bound to the pool.
+// Every eighth acquire goes to `blocked`, whose permits the test holds for
+// the whole run: those time out whatever the scheduling, so the timed-out
+// path is exercised however fast the hot keys turn over.
 void run_deadline_worker(keyed_semaphore& sem, const std::vector<std::string>& keys,
-                         holder_board& holders, violations& log, deadline_tally& tally,
-                         completion_counter& done, std::uint64_t seed, std::size_t iterations,
-                         asio::thread_pool& pool) {
+                         const std::string& blocked, holder_board& holders, violations& log,
+                         deadline_tally& tally, completion_counter& done, std::uint64_t seed,
+                         std::size_t iterations, asio::thread_pool& pool) {
   std::mt19937_64 rng(seed);
   for (std::size_t i = 0; i < iterations; ++i) {
+    if (i % 8 == 0) {
+      sem.acquire_for(blocked, 1, std::chrono::microseconds(rng() % 200),
+                      asio::bind_executor(pool, [&](error_code ec, permit p) {
+                        KEYSEM_EXPECT(log, ec == asio::error::timed_out && !p,
+                                      "an acquire of the held key ended with " << ec.message());
+                        tally.blocked_timed_out.fetch_add(1, std::memory_order_relaxed);
+                        done.add();
+                      }));
+      continue;
+    }
     const std::size_t k = rng() % keys.size();
     const auto timeout = std::chrono::microseconds(rng() % 200);
     const auto hold = static_cast<unsigned>(rng() % 64);
@@ -52,6 +66,9 @@ TEST_CASE("deadline stress: timers firing while releases happen end each acquire
   asio::thread_pool pool(4);
   keyed_semaphore sem(pool, 2, semaphore_options{4});
   const auto keys = make_keys("hot", 3);
+  const std::string blocked = "blocked";
+  auto blocked_hold = sem.try_acquire(blocked, 2);
+  REQUIRE(blocked_hold);
   holder_board holders(keys.size(), 2, log);
   deadline_tally tally;
   completion_counter done;
@@ -59,8 +76,8 @@ TEST_CASE("deadline stress: timers firing while releases happen end each acquire
   std::vector<std::thread> workers;
   for (std::uint64_t w = 0; w < 3; ++w) {
     workers.emplace_back([&, w] {
-      run_deadline_worker(sem, keys, holders, log, tally, done, seed_for(501, w), per_worker,
-                          pool);
+      run_deadline_worker(sem, keys, blocked, holders, log, tally, done, seed_for(501, w),
+                          per_worker, pool);
     });
   }
   for (auto& t : workers) {
@@ -68,16 +85,19 @@ TEST_CASE("deadline stress: timers firing while releases happen end each acquire
   }
   const std::size_t started = per_worker * 3;
   REQUIRE(done.wait_for(started, completion_bound()));
+  blocked_hold.reset();
   pool.join();
   CHECK_MESSAGE(log.count() == 0, log.summary());
   CHECK(tally.other.load() == 0);
-  CHECK(tally.granted.load() + tally.timed_out.load() == started);
-  CHECK(tally.timed_out.load() > 0);
+  CHECK(tally.granted.load() + tally.timed_out.load() + tally.blocked_timed_out.load() == started);
+  CHECK(tally.blocked_timed_out.load() == 3 * ((per_worker + 7) / 8));
   CHECK(tally.granted.load() > 0);
   const auto stats = sem.stats();
-  CHECK(stats.timed_out == tally.timed_out.load());
-  CHECK(stats.granted_immediately + stats.granted_after_wait == tally.granted.load());
+  CHECK(stats.timed_out == tally.timed_out.load() + tally.blocked_timed_out.load());
+  // The hold of `blocked` is one try_acquire success.
+  CHECK(stats.granted_immediately + stats.granted_after_wait == tally.granted.load() + 1);
   check_quiescent(sem, keys);
+  CHECK(sem.in_use(blocked) == 0);
 }
 
 TEST_CASE("deadline stress: close and destruction racing armed deadlines leave nothing behind") {
