@@ -1,5 +1,5 @@
 // The token-less acquire: free permits without suspending, else the
-// asynchronous operation awaited with use_awaitable. Shared by the keyed and
+// asynchronous operation awaited directly. Shared by the keyed and
 // the unkeyed semaphore.
 #ifndef KEYSEM_DETAIL_ACQUIRE_AWAITABLE_HPP
 #define KEYSEM_DETAIL_ACQUIRE_AWAITABLE_HPP
@@ -11,11 +11,11 @@
 #include <keysem/permit.hpp>
 
 #include <boost/asio/async_result.hpp>
-#include <boost/asio/cancellation_state.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/cancellation_state.hpp>
+#include <boost/asio/deferred.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/asio/this_coro.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <boost/system/error_code.hpp>
 #include <boost/system/system_error.hpp>
 
@@ -80,14 +80,17 @@ first_try<Key> acquire_first_try(Impl& impl, boost::asio::cancellation_state can
   return {result.state, gate, false};
 }
 
-// The wait that follows a registered first try: the asynchronous operation,
-// awaited with use_awaitable (so the coroutine's cancellation slot applies).
+// The wait that follows a registered first try: the asynchronous operation
+// as a deferred operation, which an awaitable coroutine awaits directly
+// (asio's `is_async_operation` path): its handler is the coroutine's own
+// thread of execution, so the coroutine's cancellation slot and executor
+// apply, and no second coroutine frame is made, as use_awaitable would.
 // initiation(handler, registration*) is the public class's initiation object.
 template <class Key, class Initiation>
 auto await_registered(Initiation initiation, registration<Key>& waiting) {
   using signature = void(boost::system::error_code, basic_permit<Key>);
-  return boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&, signature>(
-      std::move(initiation), boost::asio::use_awaitable, &waiting);
+  return boost::asio::async_initiate<const boost::asio::deferred_t&, signature>(
+      std::move(initiation), boost::asio::deferred, &waiting);
 }
 
 // `what` names the operation in the exceptions it throws.
