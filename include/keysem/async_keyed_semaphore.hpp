@@ -139,10 +139,10 @@ class async_keyed_semaphore {
   /// `boost::asio::awaitable<permit>`. When `n` permits are free and nobody
   /// waits on the key, they are taken without suspending the coroutine (a
   /// coroutine that does not suspend invokes no handler, so nothing is
-  /// posted); otherwise it awaits the asynchronous operation below with
-  /// `boost::asio::use_awaitable`, so the coroutine's cancellation slot
-  /// applies, and that operation queues it without looking the key up
-  /// again. Semantics are those of the asynchronous operation: FIFO, no
+  /// posted); otherwise it awaits the asynchronous operation below directly,
+  /// as asio awaits any asynchronous operation (it resumes on the
+  /// coroutine's executor, and the coroutine's cancellation slot applies),
+  /// and that operation queues it without looking the key up again. Semantics are those of the asynchronous operation: FIFO, no
   /// barging, the same cancellation. Errors an acquire can know at once (a
   /// bad count, closed, a full queue) are thrown without suspending; all
   /// errors are thrown as

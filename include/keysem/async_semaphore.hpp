@@ -96,8 +96,9 @@ class async_semaphore {
 
   /// `co_await sem.acquire([n])`: returns a `boost::asio::awaitable<permit>`.
   /// Free permits (and nobody waiting) are taken without suspending;
-  /// otherwise it awaits acquire(n, use_awaitable), so the coroutine's
-  /// cancellation slot applies. Errors are thrown as
+  /// otherwise it awaits the operation of acquire(n, token) directly (it
+  /// resumes on the coroutine's executor, and the coroutine's cancellation
+  /// slot applies). Errors are thrown as
   /// boost::system::system_error with the error codes of acquire(n, token).
   boost::asio::awaitable<permit> acquire(std::size_t n = 1) {
     return acquire_awaitable(n, {});
