@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cstddef>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <thread>
@@ -120,6 +121,29 @@ TEST_CASE("serial_executor: blocking.possibly runs inline on a thread running th
   ctx.run();
   CHECK(ran_inline);
   CHECK(inside);
+}
+
+TEST_CASE("serial_executor: a function run inline may destroy the executor it was given to") {
+  // The function queues one more and destroys the only executor object, on
+  // the heap: the run that started inside execute() must not read that
+  // object again when it posts its runner for what is left.
+  asio::io_context ctx;
+  auto serial = std::make_unique<io_serial>(ctx.get_executor());
+  bool first_ran = false;
+  bool second_ran = false;
+  asio::post(ctx, [&] {
+    // On the object itself (an io_context executor is blocking.possibly), not
+    // on a copy that prefer() would make.
+    asio::execution::execute(*serial, [&] {
+      first_ran = true;
+      post_never(*serial, [&] { second_ran = true; });
+      serial.reset();
+    });
+  });
+  ctx.run();
+  CHECK(first_ran);
+  CHECK(second_ran);
+  CHECK(serial == nullptr);
 }
 
 TEST_CASE("serial_executor: blocking.never never runs inline, even on the context's thread") {

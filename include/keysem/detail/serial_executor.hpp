@@ -266,6 +266,10 @@ class serial_executor {
   // Queues a node its caller owns and keeps alive until the node is invoked
   // (no allocation): keysem's own hot jobs. possibly: may run the node inside
   // the call, by execute()'s blocking.possibly rule; otherwise it is posted.
+  // The caller keeps this executor alive until the call returns, even when
+  // a function run inside it drops the caller's last use for it (the shard
+  // calls it inside a poster bracket, which holds detach() back): no
+  // reference is taken for the run.
   void submit(serial_node& node, bool possibly) const
     requires requires(const Inner& e) { e.running_in_this_thread(); }
   {
@@ -273,7 +277,7 @@ class serial_executor {
       return;  // the runner that owns the queue will run it
     }
     if (possibly && inner_.running_in_this_thread()) {
-      run_here();
+      run_batch();
     } else {
       serial_runner<Inner>::post(queue_, inner_);
     }
@@ -282,14 +286,14 @@ class serial_executor {
   // Runs the node inside the call, as the first job of a pass, when the
   // calling thread runs the inner executor and the serialiser is idle; then
   // the node may live on the caller's stack. False otherwise: nothing
-  // happened.
+  // happened. The caller keeps this executor alive, as for submit().
   bool run_if_idle(serial_node& node) const
     requires requires(const Inner& e) { e.running_in_this_thread(); }
   {
     if (!inner_.running_in_this_thread() || !queue_->push_if_idle(&node)) {
       return false;
     }
-    run_here();
+    run_batch();
     return true;
   }
 
@@ -308,7 +312,10 @@ class serial_executor {
       if (boost::asio::query(inner_, boost::asio::execution::blocking) !=
               boost::asio::execution::blocking.never &&
           inner_.running_in_this_thread()) {
-        run_here();
+        // A function may destroy the executor this call was made on (a
+        // shard whose last reference it drops): the run uses a copy.
+        const serial_executor self(*this);
+        self.run_batch();
         return;
       }
     }
@@ -324,22 +331,22 @@ class serial_executor {
   serial_executor(const Inner& inner, std::shared_ptr<serial_queue> queue) noexcept
       : inner_(inner), queue_(std::move(queue)) {}
 
-  // Runs the batch this call started on the calling thread. The queue is
-  // kept alive by a reference of its own: a job may destroy the executor
-  // this call was made on (a shard whose last reference it drops).
-  void run_here() const {
-    const std::shared_ptr<serial_queue> queue = queue_;
+  // Runs the batch this call started on the calling thread; what is left
+  // goes to a posted runner. This executor must outlive the call: it takes
+  // no reference of its own, which would cost two atomic operations on the
+  // queue's count for each job run inline.
+  void run_batch() const {
     bool more = true;
     try {
-      more = queue->run(serial_batch);
+      more = queue_->run(serial_batch);
     } catch (...) {
-      if (queue->settle()) {
-        serial_runner<Inner>::post(queue, inner_);
+      if (queue_->settle()) {
+        serial_runner<Inner>::post(queue_, inner_);
       }
       throw;
     }
     if (more) {
-      serial_runner<Inner>::post(queue, inner_);
+      serial_runner<Inner>::post(queue_, inner_);
     }
   }
 
@@ -382,7 +389,8 @@ class serial_port {
 
   explicit operator bool() const noexcept { return executor_ != nullptr; }
 
-  // Only while the executor the port was made from is alive and unmoved.
+  // Only while the executor the port was made from is alive and unmoved, and
+  // the caller keeps it so until the call returns (serial_executor::submit).
   void submit(serial_node& node, bool possibly) const { submit_(executor_, node, possibly); }
   bool run_if_idle(serial_node& node) const { return run_if_idle_(executor_, node); }
 
