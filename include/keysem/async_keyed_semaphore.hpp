@@ -142,8 +142,9 @@ class async_keyed_semaphore {
   /// posted); otherwise it awaits the asynchronous operation below directly,
   /// as asio awaits any asynchronous operation (it resumes on the
   /// coroutine's executor, and the coroutine's cancellation slot applies),
-  /// and that operation queues it without looking the key up again. Semantics are those of the asynchronous operation: FIFO, no
-  /// barging, the same cancellation. Errors an acquire can know at once (a
+  /// and that operation queues it without looking the key up again.
+  /// Semantics are those of the asynchronous operation: FIFO, no barging,
+  /// the same cancellation. Errors an acquire can know at once (a
   /// bad count, closed, a full queue) are thrown without suspending; all
   /// errors are thrown as
   /// `boost::system::system_error` with the operation's error codes, and a
