@@ -12,9 +12,13 @@ operations (W3: 8 coroutines x 2000 rounds = 16000 hand-offs).
       --filter '^W3.handoff/keysem$' --ops-per-iteration 16000 [--iterations 1]
 
 Prints a Markdown table. Call counts come from callgrind_annotate's caller
-tree (the "(Nx)" of every caller of a function).
+tree (the "(Nx)" of every caller of a function). Atomic read-modify-writes
+are the executions of `lock`-prefixed instructions and of `xchg` with a
+memory operand (implicitly locked), found with objdump in every object the
+run executed and counted from callgrind's per-instruction costs.
 """
 import argparse
+import collections
 import os
 import re
 import subprocess
@@ -34,10 +38,14 @@ COUNTED = [
 ]
 
 
+ATOMICS = "atomic read-modify-writes (`lock` prefix, `xchg` with memory)"
+
+
 def callgrind(program, filter_, iterations, out):
     env = dict(os.environ, KEYSEM_BENCH_ITERATIONS=str(iterations))
     subprocess.run(
-        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", program,
+        ["valgrind", "--tool=callgrind", "--dump-instr=yes", "--compress-pos=no",
+         "--compress-strings=no", f"--callgrind-out-file={out}", program,
          f"--benchmark_filter={filter_}"],
         env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -67,6 +75,48 @@ def totals(out):
     return total, calls
 
 
+def executions(out):
+    """{(object, address): times executed} from a --dump-instr=yes output."""
+    done = collections.Counter()
+    obj = None
+    call_cost_next = False
+    with open(out) as f:
+        for line in f:
+            if line.startswith("ob="):
+                obj = line[3:].strip()
+            elif line.startswith("calls="):
+                call_cost_next = True  # the next cost line is a call's inclusive cost
+            else:
+                m = re.match(r"^(0x[0-9a-f]+) \S+ (\d+)", line)
+                if m and obj:
+                    if call_cost_next:
+                        call_cost_next = False
+                    else:
+                        done[(obj, int(m.group(1), 16))] += int(m.group(2))
+    return done
+
+
+def locked_instructions(obj):
+    """Addresses of the atomic read-modify-writes in an object file."""
+    text = subprocess.run(["objdump", "-d", "--no-show-raw-insn", obj],
+                          capture_output=True, text=True).stdout
+    found = set()
+    for line in text.splitlines():
+        m = re.match(r"^\s+([0-9a-f]+):\s+(\S+)\s*(.*)$", line)
+        if m and (m.group(2) == "lock" or (m.group(2).startswith("xchg") and "(" in m.group(3))):
+            found.add(int(m.group(1), 16))
+    return found
+
+
+def atomic_rmws(done):
+    objects = {obj for obj, _ in done}
+    total = 0
+    for obj in objects:
+        if os.path.exists(obj):
+            total += sum(done.get((obj, addr), 0) for addr in locked_instructions(obj))
+    return total
+
+
 def count(calls, pattern):
     rx = re.compile(pattern)
     return sum(n for name, n in calls.items() if rx.search(name))
@@ -85,13 +135,15 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for index, program in enumerate(args.program):
             runs = []
+            rmws = []
             for k in (1, 2):
                 out = os.path.join(tmp, f"cg-{index}-{k}.out")
                 callgrind(program, args.filter, k * args.iterations, out)
                 runs.append(totals(out))
+                rmws.append(atomic_rmws(executions(out)))
             (t1, c1), (t2, c2) = runs
             ops = args.iterations * args.ops_per_iteration
-            column = {"instructions": (t2 - t1) / ops}
+            column = {"instructions": (t2 - t1) / ops, ATOMICS: (rmws[1] - rmws[0]) / ops}
             for label, pattern in COUNTED:
                 column[label] = (count(c2, pattern) - count(c1, pattern)) / ops
             columns.append(column)
@@ -100,7 +152,7 @@ def main():
           f"callgrind, runs of {args.iterations} and {2 * args.iterations} iterations):\n")
     print("| | " + " | ".join(f"`{p}`" for p in args.program) + " |")
     print("| --- |" + " --- |" * len(args.program))
-    for label in ["instructions"] + [label for label, _ in COUNTED]:
+    for label in ["instructions", ATOMICS] + [label for label, _ in COUNTED]:
         cells = [f"{c[label]:,.0f}" if label == "instructions" else f"{c[label]:.2f}" for c in columns]
         print(f"| {label} | " + " | ".join(cells) + " |")
     return 0
