@@ -311,6 +311,11 @@ void key_state_base::enqueue(waiter_op& op) {
       // than not at all.
     }
   }
+  // Most enqueues find the key busy (that is why the op waits): then there
+  // is no pass to make, and no pin to take and give back.
+  if (!may_grant(word_.load(std::memory_order_acquire), limit())) {
+    return;
+  }
   // Granting op hands over its reference to the state, and its handler may
   // release the permit on another thread at once: pin the state until the
   // strand is done with it.

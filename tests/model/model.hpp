@@ -1170,6 +1170,10 @@ class model {
     ks.queue.push_back(id);
     o.linked = true;
     if (o.dl != deadline::none) heap_add(shard_of(o.key), id);
+    // As the library: no grant pass while the key has no free permit and no
+    // limit change (key_word::may_grant); the release that frees one drains.
+    namespace kw = keysem::detail::key_word;
+    if (!kw::may_grant(word_of(&ks), static_cast<std::uint64_t>(key_limit(o.key)))) return;
     grant_waiters(o.key);
     reclaim_if_idle(o.key);
   }
@@ -1383,6 +1387,8 @@ class model {
     total_.queue.push_back(id);
     o.linked = true;
     if (o.dl != deadline::none) heap_add(shards_, id);
+    namespace kw = keysem::detail::key_word;
+    if (!kw::may_grant(total_word(), static_cast<std::uint64_t>(cfg_.total))) return;
     grant_total();
   }
 

@@ -115,6 +115,23 @@ TEST_CASE("key word: the strand grants the head when it fits, fails it when it n
   CHECK(kw::left_queue(word_of(3, 2, kw::drain_bit)) == word_of(3, 1, kw::drain_bit));
 }
 
+TEST_CASE("key word: a grant pass is worth making only with free permits or a changed limit") {
+  for (std::uint64_t limit = 1; limit <= 4; ++limit) {
+    for (std::uint64_t held = 0; held <= limit + 1; ++held) {
+      const std::uint64_t word = word_of(held, 3);
+      CHECK(kw::may_grant(word, limit) == (held < limit));
+      CHECK(kw::may_grant(word | kw::drain_bit, limit) == (held < limit));
+      CHECK(kw::may_grant(word | kw::limit_changed_bit | kw::drain_bit, limit));
+      // No head can be served when may_grant is false, whatever it asks for.
+      if (!kw::may_grant(word, limit)) {
+        for (std::uint64_t n = 1; n <= limit; ++n) {
+          CHECK(kw::serve_head(word, n, limit) == kw::head_action::wait);
+        }
+      }
+    }
+  }
+}
+
 TEST_CASE("key word: the owner bit is neither a permit nor a waiter, and keeps the word from zero") {
   // The one state of an async_semaphore carries owner_bit while the semaphore
   // lives: every transition must behave as without it, keep it, and never
