@@ -94,7 +94,10 @@ TEST_CASE("deadline: a timed-out head no longer holds back the waiters behind it
   keyed_semaphore sem(ctx, 3);
   auto held = sem.try_acquire("k", 2);
   auto big = start_for(sem, "k", 1, 1h);
-  auto head = start_for(sem, "k", 3, 1ms);  // waits for all three permits
+  // Waits for all three permits. Its deadline must not pass before the two
+  // checks below that it still holds the small one back: under TSan on a
+  // busy machine 1 ms did.
+  auto head = start_for(sem, "k", 3, 200ms);
   // big was granted at once (1 free); now a small one waits behind the head.
   auto small = std::make_shared<outcome>();
   sem.acquire("k", 1, record(small));
