@@ -106,10 +106,6 @@ constexpr std::uint64_t released(std::uint64_t word, std::uint64_t n) noexcept {
   return waiters(next) != 0 ? (next | drain_bit) : next;
 }
 
-// What the strand does with the oldest live waiter, wanting n permits, under
-// the key's current limit: grant it, leave it (and everyone behind it:
-// head-of-line) waiting for releases, or fail it because a lowered limit
-// means it could never be granted.
 // Whether a grant pass could act on the queue now: permits are free under
 // `limit`, or the limit changed (the pass first fails what the new limit can
 // never grant). When it is false, a pass grants nothing, and a release that
@@ -119,6 +115,10 @@ constexpr bool may_grant(std::uint64_t word, std::uint64_t limit) noexcept {
   return (word & limit_changed_bit) != 0 || held(word) < limit;
 }
 
+// What the strand does with the oldest live waiter, wanting n permits, under
+// the key's current limit: grant it, leave it (and everyone behind it:
+// head-of-line) waiting for releases, or fail it because a lowered limit
+// means it could never be granted.
 enum class head_action { grant, wait, fail };
 
 constexpr head_action serve_head(std::uint64_t word, std::uint64_t n, std::uint64_t limit) noexcept {
