@@ -58,7 +58,12 @@ bool post_to_io_context(const boost::asio::any_io_executor& ex, const Allocator&
     return true;
   }
   if (const auto* io = ex.target<tracked>()) {
-    post_to(*io, alloc, std::move(f));
+    // Each property set on a tracking executor copies it, and every copy
+    // counts work on the context: three increments and three decrements
+    // for one post. The caller's own tracked executor keeps the context
+    // alive while the post runs, and a posted function counts as work.
+    post_to(boost::asio::require(*io, boost::asio::execution::outstanding_work.untracked), alloc,
+            std::move(f));
     return true;
   }
   return false;
