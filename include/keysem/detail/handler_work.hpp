@@ -14,6 +14,7 @@
 #include <boost/asio/prefer.hpp>
 #include <boost/asio/recycling_allocator.hpp>
 #include <boost/asio/require.hpp>
+#include <boost/asio/thread_pool.hpp>
 
 #include <memory>
 #include <type_traits>
@@ -44,17 +45,14 @@ using operation_allocator_t = decltype(operation_allocator(std::declval<const Ha
 template <class Executor, class Allocator, class Function>
 void post_to(const Executor& ex, const Allocator& alloc, Function&& f);
 
-// An any_io_executor mostly holds an io_context executor (co_spawn's, a
-// socket's), plain or tracking work. Posting to that executor itself has the
-// same effect, without a type-erased copy of the executor per property and a
-// type-erased function around f. False when it holds something else.
-template <class Allocator, class Function>
-bool post_to_io_context(const boost::asio::any_io_executor& ex, const Allocator& alloc, Function& f) {
-  using plain = boost::asio::io_context::executor_type;
+// Posts f through `plain`, the untracked form of an executor that ex may
+// hold, plain or tracking work. False when ex holds neither.
+template <class Plain, class Allocator, class Function>
+bool post_to_target(const boost::asio::any_io_executor& ex, const Allocator& alloc, Function& f) {
   using tracked = std::decay_t<decltype(boost::asio::prefer(
-      std::declval<plain>(), boost::asio::execution::outstanding_work.tracked))>;
-  if (const auto* io = ex.target<plain>()) {
-    post_to(*io, alloc, std::move(f));
+      std::declval<Plain>(), boost::asio::execution::outstanding_work.tracked))>;
+  if (const auto* plain = ex.target<Plain>()) {
+    post_to(*plain, alloc, std::move(f));
     return true;
   }
   if (const auto* io = ex.target<tracked>()) {
@@ -69,11 +67,22 @@ bool post_to_io_context(const boost::asio::any_io_executor& ex, const Allocator&
   return false;
 }
 
+// An any_io_executor mostly holds an io_context or thread_pool executor
+// (co_spawn's, a socket's), plain or tracking work. Posting to that executor
+// itself has the same effect, without a type-erased copy of the executor per
+// property and a type-erased function around f. False when it holds
+// something else.
+template <class Allocator, class Function>
+bool post_to_context_executor(const boost::asio::any_io_executor& ex, const Allocator& alloc, Function& f) {
+  return post_to_target<boost::asio::io_context::executor_type>(ex, alloc, f) ||
+         post_to_target<boost::asio::thread_pool::executor_type>(ex, alloc, f);
+}
+
 template <class Executor, class Allocator, class Function>
 void post_to(const Executor& ex, const Allocator& alloc, Function&& f) {
   if constexpr (std::is_same_v<Executor, boost::asio::any_io_executor> &&
                 !std::is_lvalue_reference_v<Function>) {
-    if (post_to_io_context(ex, alloc, f)) {
+    if (post_to_context_executor(ex, alloc, f)) {
       return;
     }
   }
