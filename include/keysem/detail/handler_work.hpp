@@ -45,8 +45,24 @@ using operation_allocator_t = decltype(operation_allocator(std::declval<const Ha
 template <class Executor, class Allocator, class Function>
 void post_to(const Executor& ex, const Allocator& alloc, Function&& f);
 
-// Posts f through `plain`, the untracked form of an executor that ex may
-// hold, plain or tracking work. False when ex holds neither.
+// The executor that posts for ex without tracking work. Each property set
+// on a tracking executor copies it, and every copy counts work on its
+// context: three increments and three decrements for one post. The
+// caller's executor keeps the context's work while the post runs, and a
+// posted function counts as work of its own. An executor that cannot drop
+// the property (any_io_executor only prefers it) is used as it is.
+template <class Executor>
+decltype(auto) without_tracking(const Executor& ex) {
+  if constexpr (boost::asio::can_require<const Executor&,
+                                         boost::asio::execution::outstanding_work_t::untracked_t>::value) {
+    return boost::asio::require(ex, boost::asio::execution::outstanding_work.untracked);
+  } else {
+    return (ex);
+  }
+}
+
+// Posts f through the executor of type Plain that ex holds, plain or
+// tracking work. False when ex holds neither.
 template <class Plain, class Allocator, class Function>
 bool post_to_target(const boost::asio::any_io_executor& ex, const Allocator& alloc, Function& f) {
   using tracked = std::decay_t<decltype(boost::asio::prefer(
@@ -56,12 +72,7 @@ bool post_to_target(const boost::asio::any_io_executor& ex, const Allocator& all
     return true;
   }
   if (const auto* io = ex.target<tracked>()) {
-    // Each property set on a tracking executor copies it, and every copy
-    // counts work on the context: three increments and three decrements
-    // for one post. The caller's own tracked executor keeps the context
-    // alive while the post runs, and a posted function counts as work.
-    post_to(boost::asio::require(*io, boost::asio::execution::outstanding_work.untracked), alloc,
-            std::move(f));
+    post_to(*io, alloc, std::move(f));
     return true;
   }
   return false;
@@ -88,7 +99,8 @@ void post_to(const Executor& ex, const Allocator& alloc, Function&& f) {
   }
   if constexpr (boost::asio::execution::is_executor<Executor>::value) {
     boost::asio::execution::execute(
-        boost::asio::prefer(boost::asio::require(ex, boost::asio::execution::blocking.never),
+        boost::asio::prefer(boost::asio::require(without_tracking(ex),
+                                                 boost::asio::execution::blocking.never),
                             boost::asio::execution::relationship.fork,
                             boost::asio::execution::allocator(alloc)),
         std::forward<Function>(f));
